@@ -1,0 +1,166 @@
+"""Training: fit on the train split, choose on validation, measure once on test, write the five deliverables."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from lhcbpid.backend import keras
+import numpy as np
+
+from lhcbpid import __version__
+from lhcbpid.atomic import write_atomic
+from lhcbpid.data import file_sha256, read_dataset, resolve_data, split_dataset
+from lhcbpid.evaluate import classification_metrics, write_metrics
+from lhcbpid.export import export_onnx
+from lhcbpid.features import fit_statistics
+from lhcbpid.model import ModelConfig, build_model, config_dict, load_config
+from lhcbpid.plots import plot_confusion, plot_roc, plot_training
+from lhcbpid.provenance import describe_source
+
+#: Rows of the training split used to fit the preprocessing statistics (plenty for means and spreads).
+STATISTICS_ROWS = 300_000
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr, one line at a time."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One progress line per epoch; records losses; optionally reports to a search trial."""
+
+    def __init__(self, epochs: int, report=None):
+        super().__init__()
+        self.epochs, self.report = epochs, report
+        self.history: dict[str, list[float]] = {"loss": [], "val_loss": []}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history["loss"].append(float(logs["loss"]))
+        self.history["val_loss"].append(float(logs["val_loss"]))
+        best = min(self.history["val_loss"]) == self.history["val_loss"][-1]
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        log(f"  epoch {epoch + 1:3d}/{self.epochs}  train {logs['loss']:.4f}  val {logs['val_loss']:.4f}"
+            f"  lr {lr:.2e}  {time.perf_counter() - self.started:5.1f} s{'  *' if best else ''}")
+        if self.report is not None:
+            self.report(float(logs["val_loss"]), epoch)
+
+
+def fit_model(config: ModelConfig, statistics: dict, X_train: np.ndarray, y_train: np.ndarray,
+              X_val: np.ndarray, y_val: np.ndarray, seed: int, report=None) -> tuple[keras.Model, dict]:
+    """Adam with cosine decay, early stopping on validation loss with the best weights restored."""
+    keras.utils.set_random_seed(seed)
+    model = build_model(config, statistics)
+    steps = math.ceil(len(X_train) / config.batch_size) * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps, alpha=0.02)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+                  loss="sparse_categorical_crossentropy")
+    progress = EpochLog(config.epochs, report)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+    model.fit(X_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
+              validation_data=(X_val, y_val), shuffle=True, verbose=0, callbacks=[progress, stop])
+    return model, progress.history
+
+
+def search_hyperparameters(base: ModelConfig, statistics: dict, X_train, y_train, X_val, y_val, seed: int,
+                           trials: int | None, budget_minutes: float | None) -> tuple[ModelConfig, list[dict]]:
+    """Optuna TPE search with median pruning, scored on validation loss only; returns the best config and the history."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if trials is None and budget_minutes is None:
+        trials = 20
+
+    def objective(trial: optuna.Trial) -> float:
+        config = replace(
+            base,
+            width=trial.suggest_categorical("width", [128, 256, 384, 512]),
+            depth=trial.suggest_int("depth", 2, 5),
+            dropout=trial.suggest_float("dropout", 0.0, 0.3),
+            batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
+            learning_rate=trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True),
+            weight_decay=trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),
+            batch_size=trial.suggest_categorical("batch_size", [1024, 2048, 4096, 8192]),
+        )
+        log(f"trial {trial.number + 1}{f'/{trials}' if trials else ''}: {json.dumps(trial.params)}")
+
+        def report(val_loss: float, epoch: int) -> None:
+            trial.report(val_loss, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        _, history = fit_model(config, statistics, X_train, y_train, X_val, y_val, seed, report)
+        best = min(history["val_loss"])
+        log(f"trial {trial.number + 1}: best validation loss {best:.5f}")
+        return best
+
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3))
+    study.optimize(objective, n_trials=trials, timeout=budget_minutes * 60 if budget_minutes else None)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise RuntimeError("the search completed no trial; raise --trials or --budget-minutes")
+    history = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+                "epochs": len(t.intermediate_values)} for t in study.trials]
+    return replace(base, **study.best_params), history
+
+
+def run_training(data: Path | None, out: Path, data_dir: Path | None = None,
+                 fractions: tuple[float, float, float] = (0.70, 0.15, 0.15), seed: int = 42,
+                 config_path: Path | None = None, search: bool = False, trials: int | None = None,
+                 budget_minutes: float | None = None, max_epochs: int | None = None) -> dict:
+    """The main job: read, split, (search,) train, export and check ONNX, write metrics and figures."""
+    started = time.perf_counter()
+    out = Path(out)
+    path = resolve_data(data, "training", data_dir)
+    config = load_config(config_path)
+    if max_epochs is not None:
+        config = replace(config, epochs=max(1, min(config.epochs, max_epochs)))
+    log(f"reading {path}")
+    dataset = read_dataset(path, labelled=True)
+    X, y = dataset.X, dataset.y
+    split = split_dataset(y, fractions, seed)
+    source = describe_source(path)
+    log(f"{len(X):,} rows ({source}); split {split.describe()['sizes']} seed {seed}")
+
+    statistics = fit_statistics(X[split.train[:STATISTICS_ROWS]])
+    X_train, y_train, X_val, y_val = X[split.train], y[split.train], X[split.validation], y[split.validation]
+    search_history = None
+    if search:
+        log("hyperparameter search on the validation split")
+        config, search_history = search_hyperparameters(config, statistics, X_train, y_train, X_val, y_val,
+                                                        seed, trials, budget_minutes)
+        write_atomic(out / "config.json", json.dumps(config_dict(config), indent=2) + "\n")
+        write_atomic(out / "search.json", json.dumps({"chosen": config_dict(config), "trials": search_history},
+                                                     indent=2) + "\n")
+    log(f"training {json.dumps(config_dict(config))}")
+    fit_started = time.perf_counter()
+    model, history = fit_model(config, statistics, X_train, y_train, X_val, y_val, seed)
+    fit_seconds = time.perf_counter() - fit_started
+
+    X_test, y_test = X[split.test], y[split.test]
+    P_test = model.predict(X_test, batch_size=65536, verbose=0)
+    metrics = classification_metrics(y_test, P_test)
+    provenance = {"data": str(path), "data_sha256": file_sha256(path), "source": source, "split": split.describe(),
+                  "config": config_dict(config), "lhcbpid_version": __version__}
+    parity = export_onnx(model, out / "particles.onnx", X_test, P_test,
+                         {**provenance, "metrics": {k: metrics[k] for k in ("test_auc", "log_loss", "accuracy")}})
+    timings = {"fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started,
+               "epochs": len(history["loss"])}
+    write_metrics(out, metrics, {**provenance, "onnx_max_abs_difference": parity, "timings": timings,
+                                 "history": history})
+    plot_roc(y_test, P_test, metrics["test_auc"], out / "roc.png", source)
+    plot_training(history, out / "train.png", source)
+    plot_confusion(np.asarray(metrics["confusion_counts"]), out / "confusion.png", source)
+    log(f"test ({len(y_test):,} rows, {source}): log loss {metrics['log_loss']:.4f}  "
+        + "  ".join(f"{c} {a:.4f}" for c, a in metrics["test_auc"].items()))
+    log(f"wrote particles.onnx, particles.json, metrics.json, roc.png, train.png, confusion.png to {out}"
+        f" in {timings['total_seconds']:.0f} s")
+    return metrics
