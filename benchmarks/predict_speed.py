@@ -3,12 +3,13 @@
     .venv/bin/python benchmarks/predict_speed.py [--model particles.onnx] [--rows 1200000 4800000] [--workdir DIR]
 
 Without a model file a 49-256-256-6 MLP with random weights is built, so the script runs standalone.
-Peak memory is measured in a fresh subprocess per step (ru_maxrss of that child).
+Each timed step runs in a fresh subprocess that reports its own wall time and peak RSS (ru_maxrss).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import resource
 import subprocess
@@ -23,8 +24,10 @@ import pyarrow.csv as pacsv
 
 from lhcbpid.schema import CLASSES, FEATURES, ID, LABEL, TRAINING_COLUMNS
 
-#: Rough (median, spread) per feature so numbers have realistic magnitudes and digit counts.
 _FLAG_PREFIXES = ("Flag", "RICHpFlag", "MuonFlag", "MuonLooseFlag")
+
+
+# --------------------------------------------------------------------------- data and model
 
 
 def _feature_values(name: str, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -47,12 +50,13 @@ def _feature_values(name: str, rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def make_csv(path: Path, rows: int, kind: str = "test", seed: int = 0, chunk: int = 200_000) -> Path:
-    """Write a simulated-like training (with Label) or test (with ID last) csv.gz in the real column order."""
+    """Write a simulated-like training (with Label) or test (ID last) csv.gz in the real column order."""
     columns = TRAINING_COLUMNS if kind == "training" else FEATURES + (ID,)
     rng = np.random.default_rng(seed)
-    sink = pa.CompressedOutputStream(str(path), "gzip")
-    writer = None
-    try:
+    tmp = path.with_name(path.name + ".part")
+    with gzip.open(tmp, "wb", compresslevel=1) as sink:
+        sink.write((",".join(columns) + "\n").encode())
+        options = pacsv.WriteOptions(include_header=False, quoting_style="none")
         for start in range(0, rows, chunk):
             n = min(chunk, rows - start)
             arrays = {}
@@ -63,18 +67,133 @@ def make_csv(path: Path, rows: int, kind: str = "test", seed: int = 0, chunk: in
                     arrays[name] = pa.array(np.arange(start, start + n, dtype=np.int64))
                 else:
                     arrays[name] = pa.array(_feature_values(name, rng, n))
-            table = pa.table(arrays)
-            if writer is None:
-                sink.write((",".join(columns) + "\n").encode())
-                options = pacsv.WriteOptions(include_header=False, quoting_style="none")
-                writer = pacsv.CSVWriter(sink, table.schema, write_options=options)
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
-        sink.close()
+            pacsv.write_csv(pa.table(arrays), sink, write_options=options)
+    tmp.replace(path)
     return path
 
 
+def make_mlp(path: Path, hidden: tuple[int, ...] = (256, 256), seed: int = 0) -> Path:
+    """A 49-256-256-6 ReLU MLP with softmax output, random weights, and the lhcbpid metadata contract."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    sizes = (len(FEATURES), *hidden, len(CLASSES))
+    nodes, inits, current = [], [], "input"
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        inits += [numpy_helper.from_array(rng.normal(0, n_in**-0.5, (n_in, n_out)).astype(np.float32), f"W{i}"),
+                  numpy_helper.from_array(np.zeros(n_out, np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [current, f"W{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
+        current = f"a{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [current], [f"r{i}"]))
+            current = f"r{i}"
+    nodes.append(helper.make_node("Softmax", [current], ["probabilities"], axis=1))
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 49])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"feature_names": json.dumps(list(FEATURES)),
+                                   "class_names": json.dumps(list(CLASSES))})
+    onnx.save(model, str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- timed steps (run in children)
+
+
+def _step_read_csv(data: Path, model: Path, batch_rows: int) -> int:
+    """The fastest whole-file parse: pyarrow.csv.read_csv, all columns, multi-threaded, no checks."""
+    return pacsv.read_csv(data).num_rows
+
+
+def _step_iter_batches(data: Path, model: Path, batch_rows: int) -> int:
+    """lhcbpid's streaming reader with all checks, as predict uses it."""
+    from lhcbpid.data import iter_batches
+
+    return sum(len(X) for _, X in iter_batches(data, FEATURES, batch_rows))
+
+
+def _step_predict(data: Path, model: Path, batch_rows: int) -> int:
+    """End to end: read, check, infer, write predict.csv."""
+    from lhcbpid.predict import predict_file
+
+    out = data.with_name("predict-bench.csv")
+    predict_file(model, data, out, batch_rows=batch_rows)
+    rows = sum(1 for _ in open(out, "rb")) - 1
+    out.unlink()
+    return rows
+
+
+def _step_inference(data: Path, model: Path, batch_rows: int) -> int:
+    """Inference alone on in-memory batches of random rows, as many rows as the file has."""
+    from lhcbpid.predict import load_model, predict_proba
+
+    total = int(data.name.split("_")[1].split(".")[0])
+    session, _ = load_model(model)
+    X = np.random.default_rng(0).normal(0, 10, (min(batch_rows, total), len(FEATURES))).astype(np.float32)
+    start, done = time.perf_counter(), 0
+    while done < total:
+        done += len(predict_proba(session, X[: total - done]))
+    return done
+
+
+STEPS = {"read_csv": _step_read_csv, "iter_batches": _step_iter_batches, "predict": _step_predict,
+         "inference": _step_inference}
+
+
+def _child(step: str, data: Path, model: Path, batch_rows: int) -> None:
+    """Run one step and print {rows, seconds, peak_mb} as JSON."""
+    start = time.perf_counter()
+    rows = STEPS[step](data, model, batch_rows)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": rows, "seconds": seconds, "peak_mb": peak_mb}))
+
+
+def _run_step(step: str, data: Path, model: Path, batch_rows: int) -> dict:
+    """Run a step in a fresh interpreter and return its JSON report."""
+    cmd = [sys.executable, __file__, "--child", step, "--data", str(data), "--model", str(model),
+           "--batch-rows", str(batch_rows)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build inputs if needed, run every step for every size, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("particles.onnx"))
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_200_000, 4_800_000])
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lhcbpid-bench")
+    parser.add_argument("--batch-rows", type=int, default=200_000)
+    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
+    parser.add_argument("--child", choices=list(STEPS), help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args.child, args.data, args.model, args.batch_rows)
+        return
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    model = args.model
+    if not model.is_file():
+        model = make_mlp(args.workdir / "mlp-49-256-256-6.onnx")
+        print(f"no {args.model}: using a random 49-256-256-6 MLP ({model})", file=sys.stderr)
+    print(f"| rows | csv.gz MB | step | seconds | rows/s | peak RSS MB |\n|---:|---:|---|---:|---:|---:|")
+    for rows in args.rows:
+        data = args.workdir / f"test_{rows}.csv.gz"
+        if not data.is_file():
+            print(f"writing {data} ...", file=sys.stderr)
+            make_csv(data, rows)
+        size_mb = data.stat().st_size / 1e6
+        for step in args.steps:
+            r = _run_step(step, data, model, args.batch_rows)
+            print(f"| {rows:,} | {size_mb:,.0f} | {step} | {r['seconds']:.2f} | {r['rows'] / r['seconds']:,.0f} | "
+                  f"{r['peak_mb']:,.0f} |", flush=True)
+
+
 if __name__ == "__main__":
-    make_csv(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "test")
+    main()

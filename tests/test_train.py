@@ -124,3 +124,73 @@ def test_missing_data_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope.csv.gz"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "nope.csv.gz" in err and err.count("\n") == 1
+
+
+def test_resume_after_interrupt_reaches_the_uninterrupted_model(tmp_path, simulated_training, trained, monkeypatch):
+    import lhcbpid.train as train
+
+    save = train.save_checkpoint
+
+    def save_then_interrupt(folder, model, best_weights, state):
+        save(folder, model, best_weights, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    args = ["train", "--data", str(simulated_training), "--out", str(tmp_path), "--epochs", str(QUICK_EPOCHS), "--seed", "5"]
+    monkeypatch.setattr(train, "save_checkpoint", save_then_interrupt)
+    assert main(args) == 130
+    assert not (tmp_path / "particles.onnx").exists()
+    monkeypatch.setattr(train, "save_checkpoint", save)
+    assert main(args + ["--resume"]) == 0
+    assert (tmp_path / "particles.json").read_bytes() == (trained / "particles.json").read_bytes()
+    assert not (tmp_path / train.CHECKPOINT_DIR).exists()
+
+
+def test_resume_refuses_a_checkpoint_made_with_other_settings(tmp_path, simulated_training, monkeypatch, capsys):
+    import lhcbpid.train as train
+
+    def interrupt(folder, model, best_weights, state):
+        train.save_checkpoint.__wrapped__(folder, model, best_weights, state)
+        raise KeyboardInterrupt
+
+    interrupt.__wrapped__ = train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", interrupt)
+    args = ["train", "--data", str(simulated_training), "--out", str(tmp_path), "--epochs", "2"]
+    assert main(args) == 130
+    monkeypatch.undo()
+    assert main(args + ["--seed", "6", "--resume"]) == 2
+    assert "other data, split or settings" in capsys.readouterr().err
+    assert main(["train", "--data", str(simulated_training), "--out", str(tmp_path / "empty"), "--resume"]) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_sigterm_mid_training_keeps_earlier_deliverables(tmp_path, simulated_training):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    earlier = {"particles.json": b'{"test_auc": {}}\n', "particles.onnx": b"earlier model"}
+    for name, content in earlier.items():
+        (tmp_path / name).write_bytes(content)
+    process = subprocess.Popen([sys.executable, "-m", "lhcbpid.cli", "train", "--data", str(simulated_training),
+                                "--out", str(tmp_path), "--epochs", "200", "--config", str(_slow_config(tmp_path))],
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / ".lhcbpid-checkpoint" / "latest").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "--resume" in err
+    for name, content in earlier.items():
+        assert (tmp_path / name).read_bytes() == content
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def _slow_config(folder):
+    """A configuration that trains for many epochs without early stopping."""
+    path = folder / "slow.json"
+    path.write_text(json.dumps({"width": 16, "depth": 1, "epochs": 200, "patience": 200, "batch_size": 256}))
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
 
     run_training(data=a.data, out=a.out, data_dir=a.data_dir, fractions=tuple(a.fractions),
                  seed=a.seed, config_path=a.config, search=a.search, trials=a.trials,
-                 budget_minutes=a.budget_minutes, max_epochs=a.epochs)
+                 budget_minutes=a.budget_minutes, max_epochs=a.epochs, resume=a.resume)
 
 
 def _cmd_predict(a: argparse.Namespace) -> None:
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=None, help="search budget in trials")
     p.add_argument("--budget-minutes", type=float, default=None, help="search budget in minutes")
     p.add_argument("--epochs", type=int, default=None, help="cap on epochs (for a quick run)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint in --out")
     _add_split(p)
     _add_data_dir(p)
     p.set_defaults(run=_cmd_train)
@@ -131,9 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    """SIGTERM behaves like Ctrl-C: temporary files are removed and finished outputs stay."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; bad input exits 2 with one line on stderr."""
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = args.run(args)
     except InputError as e:

@@ -385,10 +385,11 @@ def _explain(layout: _Layout, e: BaseException) -> InputError:
     match = re.search(r"In CSV column #(\d+)", detail)
     if match and int(match.group(1)) < len(layout.header):
         name = layout.header[int(match.group(1))]
-        located = _first_bad_value(layout, name)
-        if located is not None:
-            row, value = located
-            return _bad_value_error(layout.path, name, row, value)
+        numeric = [c for c in layout.features + (ID,) * layout.with_id if c != name]
+        for column in [name] + numeric:
+            located = _first_bad_value(layout, column)
+            if located is not None:
+                return _bad_value_error(layout.path, column, *located)
         value = re.search(r"invalid value '(.*)'", detail)
         return _bad_value_error(layout.path, name, None, value.group(1) if value else "?")
     return _read_error(layout.path, e)
@@ -606,9 +607,9 @@ def _read_cache(layout: _Layout) -> Dataset | None:
     cache = _cache_path(layout)
     if not cache.is_file():
         return None
+    stored = _cache_layout(layout, cache)
     try:
-        table = pq.read_table(cache, columns=layout.columns)
-        X, y, ids = _convert(table, _cache_layout(layout, cache))
+        X, y, ids = _convert(pq.read_table(cache, columns=stored.columns), stored)
     except (pa.ArrowException, OSError, InputError, KeyError):
         return None
     return Dataset(X=X, y=y, ids=ids, path=layout.path)

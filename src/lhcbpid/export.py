@@ -1,4 +1,4 @@
-"""Write the Keras model as ONNX (input `input` [N, 49], output `probabilities` [N, 6]) and prove it matches."""
+"""Convert the Keras model to ONNX (input `input` [N, 49], output `probabilities` [N, 6]) and prove it matches."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ IR_VERSION = 8
 TOLERANCE = 1e-5
 
 
-def to_onnx(model, metadata: dict[str, object]):
-    """The model as an ONNX ModelProto with the metadata stored as JSON strings."""
+def to_onnx(model):
+    """The Keras model as an ONNX ModelProto, checked by onnx's checker."""
+    import onnx
     import tensorflow as tf
     import tf2onnx
 
@@ -29,11 +30,7 @@ def to_onnx(model, metadata: dict[str, object]):
         raise ExportError(f"the converted model has outputs {outputs}, expected ['probabilities']")
     proto.ir_version = IR_VERSION
     proto.producer_name = "lhcbpid"
-    entries = {"feature_names": list(FEATURES), "class_names": list(CLASSES), **metadata}
-    del proto.metadata_props[:]
-    for key, value in entries.items():
-        prop = proto.metadata_props.add()
-        prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.checker.check_model(proto)
     return proto
 
 
@@ -46,17 +43,20 @@ def onnx_probabilities(model_bytes: bytes, X: np.ndarray, batch_rows: int = 262_
                            for i in range(0, len(X), batch_rows)])
 
 
-def export_onnx(model, path: Path, X_check: np.ndarray, keras_probabilities: np.ndarray,
-                metadata: dict[str, object]) -> float:
-    """Convert, check against Keras on X_check (max abs difference <= 1e-5, or ExportError), then write atomically."""
-    import onnx
-
-    proto = to_onnx(model, metadata)
-    onnx.checker.check_model(proto)
-    data = proto.SerializeToString()
-    diff = float(np.max(np.abs(onnx_probabilities(data, X_check) - keras_probabilities)))
+def checked_probabilities(proto, X: np.ndarray, keras_probabilities: np.ndarray) -> tuple[np.ndarray, float]:
+    """The ONNX model's probabilities on X, after checking they match Keras within TOLERANCE (else ExportError)."""
+    P = onnx_probabilities(proto.SerializeToString(), X)
+    diff = float(np.max(np.abs(P - keras_probabilities)))
     if not diff <= TOLERANCE:
         raise ExportError(f"ONNX export differs from Keras by {diff:.2e} (> {TOLERANCE}); nothing written")
-    write_atomic(path, data)
-    return diff
+    return P, diff
 
+
+def write_onnx(proto, path: Path, metadata: dict[str, object]) -> None:
+    """Store feature names, class names and `metadata` (as JSON strings) in the model; write it atomically."""
+    entries = {"feature_names": list(FEATURES), "class_names": list(CLASSES), **metadata}
+    del proto.metadata_props[:]
+    for key, value in entries.items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
+    write_atomic(path, proto.SerializeToString())

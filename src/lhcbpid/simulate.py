@@ -31,17 +31,19 @@ MASS_MEV = np.array([0.511, 0.0, 493.68, 105.66, 139.57, 938.27])
 #: Preselection visible in the real data.
 P_MIN_MEV = 1110.0
 GHOST_PROB_MAX = 0.4
+GHOST_PROB_CEILING = 0.3995  # drawn values stay below the cut even after float32 rounding
+CHI2_PER_NDOF_CEILING = 3.999
 CHI2_PER_NDOF_MAX = 4.0
 
 # --- kinematics: log-normal momentum per class (median in MeV, sigma of ln p), pseudorapidity ---
-P_MEDIAN_MEV = np.array([6200.0, 5600.0, 9000.0, 11000.0, 7600.0, 9600.0])
+P_MEDIAN_MEV = np.array([6500.0, 5800.0, 7600.0, 12000.0, 8200.0, 8000.0])
 P_LOG_SIGMA = np.array([1.05, 1.0, 1.10, 0.95, 1.10, 1.10])
 ETA_SHIFT = np.array([0.0, 0.15, 0.0, -0.15, 0.0, -0.05])
 
 # --- track fit: chi2 scale per class (median, ln sigma), ghost-probability logit per class ---
-CHI2_SCALE_MEDIAN = np.array([1.10, 1.55, 1.07, 1.07, 1.08, 1.07])
+CHI2_SCALE_MEDIAN = np.array([1.10, 1.25, 1.07, 1.07, 1.08, 1.07])
 CHI2_SCALE_SIGMA = np.array([0.30, 0.38, 0.28, 0.28, 0.28, 0.28])
-GHOST_LOGIT_MEAN = np.array([-4.5, -2.0, -4.9, -4.9, -4.6, -4.9])
+GHOST_LOGIT_MEAN = np.array([-4.4, -3.5, -4.8, -4.8, -4.5, -4.8])
 GHOST_LOGIT_SIGMA = np.array([1.15, 1.25, 1.1, 1.1, 1.15, 1.1])
 GHOST_LOGIT_CHI2_SLOPE = 3.5
 
@@ -55,15 +57,15 @@ GHOST_P_MISMATCH_SIGMA = 0.7
 # --- RICH: two gas radiators (n-1, saturated photon yield, single-photon angle resolution in rad) ---
 RICH1_INDEX_MINUS_1 = 1.0 / (2 * 18.9**2)
 RICH2_INDEX_MINUS_1 = 1.0 / (2 * 31.6**2)
-RICH1_PHOTONS = 18.0
-RICH2_PHOTONS = 13.0
+RICH1_PHOTONS = 15.0
+RICH2_PHOTONS = 11.0
 RICH1_SIGMA_RAD = 1.7e-3
 RICH2_SIGMA_RAD = 0.75e-3
 RICH1_BACKGROUND = 3.0
 RICH2_BACKGROUND = 2.0
 RICH_PHOTON_OUTLIER_COST = 1.6  # log-likelihood cost of calling a signal photon background
-RICH_RING_OVERLAP_FRACTION = 0.12  # tracks whose ring is confused with a neighbour's
-RICH_GHOST_YIELD_MAX = 0.7
+RICH_RING_OVERLAP_FRACTION = 0.30  # tracks whose ring is confused with a neighbour's
+RICH_GHOST_YIELD_MAX = 1.0
 
 # --- calorimeters ---
 ECAL_MIP_MEV = 290.0
@@ -155,13 +157,14 @@ def track_fit(y: np.ndarray, rng: np.random.Generator) -> Columns:
 def preselected_track_fit(y: np.ndarray, rng: np.random.Generator) -> Columns:
     """Track fit redrawn until every row passes the preselection (ghost probability, chi2/ndof)."""
     cols = track_fit(y, rng)
-    failing = np.flatnonzero((cols["GhostProbability"] >= GHOST_PROB_MAX)
-                             | (cols["TrackQualityPerNDoF"] >= CHI2_PER_NDOF_MAX))
+    failing = np.flatnonzero((cols["GhostProbability"] >= GHOST_PROB_CEILING)
+                             | (cols["TrackQualityPerNDoF"] >= CHI2_PER_NDOF_CEILING))
     while len(failing):
         redraw = track_fit(y[failing], rng)
         for name, values in redraw.items():
             cols[name][failing] = values
-        still = (redraw["GhostProbability"] >= GHOST_PROB_MAX) | (redraw["TrackQualityPerNDoF"] >= CHI2_PER_NDOF_MAX)
+        still = ((redraw["GhostProbability"] >= GHOST_PROB_CEILING)
+                 | (redraw["TrackQualityPerNDoF"] >= CHI2_PER_NDOF_CEILING))
         failing = failing[still]
     return cols
 
@@ -300,13 +303,14 @@ def calorimeter_energies(species: np.ndarray, p_response: np.ndarray, rng: np.ra
     gev = p_response / 1000.0
     electron = species == ELECTRON
     muon = species == MUON
-    brem_loss = np.where(rng.random(n) < 0.3, rng.uniform(0.6, 1.0, n), 1.0)
-    ecal_res = np.sqrt(0.1**2 / gev + 0.015**2)
+    brem_loss = np.where(rng.random(n) < 0.45, rng.uniform(0.4, 1.0, n), 1.0)
+    ecal_res = np.sqrt(0.12**2 / gev + 0.05**2)
     ecal_e = p_response * (0.96 + ecal_res * rng.standard_normal(n)) * brem_loss
     mip_ecal = ECAL_MIP_MEV * (1.0 + 0.12 * _moyal(rng, n))
     interacts = rng.random(n) < HADRON_ECAL_INTERACTION[species]
-    hadron_frac = rng.beta(1.6, 3.5, n)
-    ecal_h = np.where(interacts, p_response * hadron_frac * 0.75 + ECAL_MIP_MEV, mip_ecal)
+    charge_exchange = rng.random(n) < 0.15
+    hadron_frac = np.where(charge_exchange, rng.uniform(0.6, 1.0, n), rng.beta(1.6, 3.5, n))
+    ecal_h = np.where(interacts, p_response * hadron_frac * np.where(charge_exchange, 0.95, 0.75) + ECAL_MIP_MEV, mip_ecal)
     radiative = muon & (rng.random(n) < 0.02 * np.log1p(gev))
     ecal_mu = mip_ecal + radiative * p_response * rng.beta(1.0, 6.0, n)
     ecal = np.where(electron, ecal_e, np.where(muon, ecal_mu, ecal_h))
@@ -334,7 +338,7 @@ def ecal(species: np.ndarray, y: np.ndarray, p: np.ndarray, ecal_e: np.ndarray, 
          rng: np.random.Generator) -> Columns:
     """ECAL energy, its electron and muon DLLs, shower shape and track-cluster match qualities."""
     n = len(y)
-    no_cluster = rng.random(n) < np.where(y == GHOST, 0.35, np.where(species == ELECTRON, 0.02, np.where(species == MUON, 0.2, 0.1)))
+    no_cluster = rng.random(n) < np.where(y == GHOST, 0.35, np.where(species == ELECTRON, 0.08, np.where(species == MUON, 0.2, 0.1)))
     energy = np.where(no_cluster, _tiny(rng, n), ecal_e)
     eop = np.abs(energy) / p
     mip_eop = ECAL_MIP_MEV / p
@@ -388,7 +392,7 @@ def brem(species: np.ndarray, y: np.ndarray, flags: Columns, rng: np.random.Gene
     """Bremsstrahlung-photon DLL: a constant when no photon cluster is found where one is expected."""
     n = len(y)
     electron = species == ELECTRON
-    real_brem = electron & (y != GHOST) & (rng.random(n) < 0.62)
+    real_brem = electron & (y != GHOST) & (rng.random(n) < 0.45)
     random_cluster = ~real_brem & (rng.random(n) < np.where(y == GHOST, 0.75, 0.68))
     value = -0.63897 + 1e-5 * rng.standard_normal(n)
     value = np.where(random_cluster, -0.639 + rng.gamma(1.3, 0.4, n), value)
@@ -407,9 +411,9 @@ def muon_system(species: np.ndarray, y: np.ndarray, p: np.ndarray, flags: Column
     loose = reach & np.where(real_muon, rng.random(n) < MUON_LOOSE_EFFICIENCY, rng.random(n) < misid)
     tight = loose & (rng.random(n) < np.where(real_muon, MUON_TIGHT_GIVEN_LOOSE, MUON_TIGHT_GIVEN_LOOSE_MISID))
     scattering = 1.0 + 4000.0 / p
-    decay_in_flight = ~real_muon & (rng.random(n) < 0.35) & (y != GHOST)
+    decay_in_flight = ~real_muon & (rng.random(n) < 0.5) & (y != GHOST)
     distance = np.where(real_muon, rng.gamma(2.0, 0.6, n) * scattering,
-                        np.where(decay_in_flight, rng.gamma(2.0, 1.1, n) * scattering, rng.gamma(3.0, 1.8, n)))
+                        np.where(decay_in_flight, rng.gamma(2.0, 0.8, n) * scattering, rng.gamma(3.0, 1.8, n)))
     distance = np.where(tight, distance, distance * 1.6)
     ll_mu = np.log(distance * np.exp(-distance / 0.6) / 0.36 + 1e-5)
     ll_bck = np.log(distance**2 * np.exp(-distance / 1.8) / (2 * 1.8**3) + 1e-5)

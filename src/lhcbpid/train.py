@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -15,8 +16,9 @@ import numpy as np
 from lhcbpid import __version__
 from lhcbpid.atomic import write_atomic
 from lhcbpid.data import file_sha256, read_dataset, resolve_data, split_dataset
+from lhcbpid.errors import InputError
 from lhcbpid.evaluate import classification_metrics, write_metrics
-from lhcbpid.export import export_onnx
+from lhcbpid.export import checked_probabilities, to_onnx, write_onnx
 from lhcbpid.features import fit_statistics
 from lhcbpid.model import ModelConfig, build_model, config_dict, load_config
 from lhcbpid.plots import plot_confusion, plot_roc, plot_training
@@ -31,42 +33,93 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class EpochLog(keras.callbacks.Callback):
-    """One progress line per epoch; records losses; optionally reports to a search trial."""
-
-    def __init__(self, epochs: int, report=None):
-        super().__init__()
-        self.epochs, self.report = epochs, report
-        self.history: dict[str, list[float]] = {"loss": [], "val_loss": []}
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.history["loss"].append(float(logs["loss"]))
-        self.history["val_loss"].append(float(logs["val_loss"]))
-        best = min(self.history["val_loss"]) == self.history["val_loss"][-1]
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        log(f"  epoch {epoch + 1:3d}/{self.epochs}  train {logs['loss']:.4f}  val {logs['val_loss']:.4f}"
-            f"  lr {lr:.2e}  {time.perf_counter() - self.started:5.1f} s{'  *' if best else ''}")
-        if self.report is not None:
-            self.report(float(logs["val_loss"]), epoch)
+CHECKPOINT_DIR = ".lhcbpid-checkpoint"
 
 
-def fit_model(config: ModelConfig, statistics: dict, X_train: np.ndarray, y_train: np.ndarray,
-              X_val: np.ndarray, y_val: np.ndarray, seed: int, report=None) -> tuple[keras.Model, dict]:
-    """Adam with cosine decay, early stopping on validation loss with the best weights restored."""
+def _seed_states(model: keras.Model) -> dict[str, list[int]]:
+    """Dropout random-generator states, which Keras does not save with the model."""
+    return {layer.name: keras.ops.convert_to_numpy(layer.seed_generator.state).tolist()
+            for layer in model.layers if getattr(layer, "seed_generator", None) is not None}
+
+
+def save_checkpoint(folder: Path, model: keras.Model, best_weights: list[np.ndarray], state: dict) -> None:
+    """Model with optimizer state, best weights and loop state for `--resume`; the `latest` pointer moves last."""
+    epoch_dir = folder / f"epoch-{state['epoch']}"
+    epoch_dir.mkdir(parents=True, exist_ok=True)
+    model.save(epoch_dir / "model.keras")
+    np.savez(epoch_dir / "best.npz", *best_weights)
+    write_atomic(epoch_dir / "state.json", json.dumps({**state, "seed_states": _seed_states(model)}))
+    write_atomic(folder / "latest", epoch_dir.name)
+    for old in folder.glob("epoch-*"):
+        if old != epoch_dir:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(folder: Path, fingerprint: dict) -> tuple[keras.Model, list[np.ndarray], dict]:
+    """The state save_checkpoint wrote, if it was made with the same data, split and configuration."""
+    try:
+        epoch_dir = folder / (folder / "latest").read_text().strip()
+        state = json.loads((epoch_dir / "state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raise InputError(f"{folder}: no checkpoint to resume from; run without --resume")
+    if state["fingerprint"] != fingerprint:
+        raise InputError(f"{folder}: the checkpoint was made with other data, split or settings;"
+                         " rerun with the same options, or without --resume to start afresh")
+    model = keras.models.load_model(epoch_dir / "model.keras")
+    for layer in model.layers:
+        if layer.name in state["seed_states"]:
+            layer.seed_generator.state.assign(np.asarray(state["seed_states"][layer.name], dtype="uint32"))
+    with np.load(epoch_dir / "best.npz", allow_pickle=False) as saved:
+        best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    return model, best_weights, state
+
+
+def compile_model(config: ModelConfig, statistics: dict, n_train: int, seed: int) -> keras.Model:
+    """A fresh network with AdamW and a cosine learning-rate decay over all planned steps."""
     keras.utils.set_random_seed(seed)
     model = build_model(config, statistics)
-    steps = math.ceil(len(X_train) / config.batch_size) * config.epochs
+    steps = math.ceil(n_train / config.batch_size) * config.epochs
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps, alpha=0.02)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
                   loss="sparse_categorical_crossentropy")
-    progress = EpochLog(config.epochs, report)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
-    model.fit(X_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
-              validation_data=(X_val, y_val), shuffle=True, verbose=0, callbacks=[progress, stop])
-    return model, progress.history
+    return model
+
+
+def fit_model(config: ModelConfig, statistics: dict, X_train: np.ndarray, y_train: np.ndarray,
+              X_val: np.ndarray, y_val: np.ndarray, seed: int, report=None,
+              checkpoint: Path | None = None, resume: bool = False,
+              fingerprint: dict | None = None) -> tuple[keras.Model, dict]:
+    """Epochs of seeded shuffles, early stopping on validation loss, best weights restored; checkpoints for --resume."""
+    if resume:
+        model, best_weights, state = load_checkpoint(checkpoint, fingerprint)
+        log(f"resuming after epoch {state['epoch']} from {checkpoint}")
+    else:
+        model = compile_model(config, statistics, len(X_train), seed)
+        best_weights = model.get_weights()
+        state = {"fingerprint": fingerprint, "epoch": 0, "best": math.inf, "wait": 0,
+                 "history": {"loss": [], "val_loss": []}}
+    history = state["history"]
+    while state["epoch"] < config.epochs and state["wait"] < config.patience:
+        started = time.perf_counter()
+        order = np.random.default_rng([seed, state["epoch"]]).permutation(len(X_train))
+        fitted = model.fit(X_train[order], y_train[order], batch_size=config.batch_size, epochs=1,
+                           shuffle=False, verbose=0)
+        val_loss = float(model.evaluate(X_val, y_val, batch_size=65_536, verbose=0))
+        history["loss"].append(float(fitted.history["loss"][-1]))
+        history["val_loss"].append(val_loss)
+        improved = val_loss < state["best"]
+        if improved:
+            best_weights = model.get_weights()
+        state.update(epoch=state["epoch"] + 1, best=min(state["best"], val_loss), wait=0 if improved else state["wait"] + 1)
+        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        log(f"  epoch {state['epoch']:3d}/{config.epochs}  train {history['loss'][-1]:.4f}  val {val_loss:.4f}"
+            f"  lr {lr:.2e}  {time.perf_counter() - started:5.1f} s{'  *' if improved else ''}")
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, best_weights, state)
+        if report is not None:
+            report(val_loss, state["epoch"] - 1)
+    model.set_weights(best_weights)
+    return model, history
 
 
 def search_hyperparameters(base: ModelConfig, statistics: dict, X_train, y_train, X_val, y_val, seed: int,
@@ -115,7 +168,7 @@ def search_hyperparameters(base: ModelConfig, statistics: dict, X_train, y_train
 def run_training(data: Path | None, out: Path, data_dir: Path | None = None,
                  fractions: tuple[float, float, float] = (0.70, 0.15, 0.15), seed: int = 42,
                  config_path: Path | None = None, search: bool = False, trials: int | None = None,
-                 budget_minutes: float | None = None, max_epochs: int | None = None) -> dict:
+                 budget_minutes: float | None = None, max_epochs: int | None = None, resume: bool = False) -> dict:
     """The main job: read, split, (search,) train, export and check ONNX, write metrics and figures."""
     started = time.perf_counter()
     out = Path(out)
@@ -141,17 +194,26 @@ def run_training(data: Path | None, out: Path, data_dir: Path | None = None,
         write_atomic(out / "search.json", json.dumps({"chosen": config_dict(config), "trials": search_history},
                                                      indent=2) + "\n")
     log(f"training {json.dumps(config_dict(config))}")
+    sha256 = file_sha256(path)
+    checkpoint = out / CHECKPOINT_DIR
+    fingerprint = {"data_sha256": sha256, "split": split.describe(), "config": config_dict(config)}
     fit_started = time.perf_counter()
-    model, history = fit_model(config, statistics, X_train, y_train, X_val, y_val, seed)
+    try:
+        model, history = fit_model(config, statistics, X_train, y_train, X_val, y_val, seed,
+                                   checkpoint=checkpoint, resume=resume, fingerprint=fingerprint)
+    except KeyboardInterrupt:
+        log(f"interrupted: earlier deliverables in {out} are untouched; continue with the same command and --resume")
+        raise
     fit_seconds = time.perf_counter() - fit_started
 
     X_test, y_test = X[split.test], y[split.test]
-    P_test = model.predict(X_test, batch_size=65536, verbose=0)
-    metrics = classification_metrics(y_test, P_test)
-    provenance = {"data": str(path), "data_sha256": file_sha256(path), "source": source, "split": split.describe(),
+    proto = to_onnx(model)
+    P_test, parity = checked_probabilities(proto, X_test, model.predict(X_test, batch_size=65_536, verbose=0))
+    metrics = classification_metrics(y_test, P_test)  # measured once, with the shipped ONNX model
+    provenance = {"data": str(path), "data_sha256": sha256, "source": source, "split": split.describe(),
                   "config": config_dict(config), "lhcbpid_version": __version__}
-    parity = export_onnx(model, out / "particles.onnx", X_test, P_test,
-                         {**provenance, "metrics": {k: metrics[k] for k in ("test_auc", "log_loss", "accuracy")}})
+    write_onnx(proto, out / "particles.onnx",
+               {**provenance, "metrics": {k: metrics[k] for k in ("test_auc", "log_loss", "accuracy")}})
     timings = {"fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started,
                "epochs": len(history["loss"])}
     write_metrics(out, metrics, {**provenance, "onnx_max_abs_difference": parity, "timings": timings,
@@ -159,6 +221,7 @@ def run_training(data: Path | None, out: Path, data_dir: Path | None = None,
     plot_roc(y_test, P_test, metrics["test_auc"], out / "roc.png", source)
     plot_training(history, out / "train.png", source)
     plot_confusion(np.asarray(metrics["confusion_counts"]), out / "confusion.png", source)
+    shutil.rmtree(checkpoint, ignore_errors=True)
     log(f"test ({len(y_test):,} rows, {source}): log loss {metrics['log_loss']:.4f}  "
         + "  ".join(f"{c} {a:.4f}" for c, a in metrics["test_auc"].items()))
     log(f"wrote particles.onnx, particles.json, metrics.json, roc.png, train.png, confusion.png to {out}"
