@@ -102,19 +102,19 @@ def make_mlp(path: Path, hidden: tuple[int, ...] = (256, 256), seed: int = 0) ->
 # --------------------------------------------------------------------------- timed steps (run in children)
 
 
-def _step_read_csv(data: Path, model: Path, batch_rows: int) -> int:
+def _step_read_csv(data: Path, model: Path, batch_rows: int, total: int) -> int:
     """The fastest whole-file parse: pyarrow.csv.read_csv, all columns, multi-threaded, no checks."""
     return pacsv.read_csv(data).num_rows
 
 
-def _step_iter_batches(data: Path, model: Path, batch_rows: int) -> int:
+def _step_iter_batches(data: Path, model: Path, batch_rows: int, total: int) -> int:
     """lhcbpid's streaming reader with all checks, as predict uses it."""
     from lhcbpid.data import iter_batches
 
     return sum(len(X) for _, X in iter_batches(data, FEATURES, batch_rows))
 
 
-def _step_predict(data: Path, model: Path, batch_rows: int) -> int:
+def _step_predict(data: Path, model: Path, batch_rows: int, total: int) -> int:
     """End to end: read, check, infer, write predict.csv."""
     from lhcbpid.predict import predict_file
 
@@ -125,14 +125,13 @@ def _step_predict(data: Path, model: Path, batch_rows: int) -> int:
     return rows
 
 
-def _step_inference(data: Path, model: Path, batch_rows: int) -> int:
+def _step_inference(data: Path, model: Path, batch_rows: int, total: int) -> int:
     """Inference alone on in-memory batches of random rows, as many rows as the file has."""
     from lhcbpid.predict import load_model, predict_proba
 
-    total = int(data.name.split("_")[1].split(".")[0])
     session, _ = load_model(model)
     X = np.random.default_rng(0).normal(0, 10, (min(batch_rows, total), len(FEATURES))).astype(np.float32)
-    start, done = time.perf_counter(), 0
+    done = 0
     while done < total:
         done += len(predict_proba(session, X[: total - done]))
     return done
@@ -142,19 +141,19 @@ STEPS = {"read_csv": _step_read_csv, "iter_batches": _step_iter_batches, "predic
          "inference": _step_inference}
 
 
-def _child(step: str, data: Path, model: Path, batch_rows: int) -> None:
+def _child(step: str, data: Path, model: Path, batch_rows: int, total: int) -> None:
     """Run one step and print {rows, seconds, peak_mb} as JSON."""
     start = time.perf_counter()
-    rows = STEPS[step](data, model, batch_rows)
+    rows = STEPS[step](data, model, batch_rows, total)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"rows": rows, "seconds": seconds, "peak_mb": peak_mb}))
 
 
-def _run_step(step: str, data: Path, model: Path, batch_rows: int) -> dict:
+def _run_step(step: str, data: Path, model: Path, batch_rows: int, total: int) -> dict:
     """Run a step in a fresh interpreter and return its JSON report."""
     cmd = [sys.executable, __file__, "--child", step, "--data", str(data), "--model", str(model),
-           "--batch-rows", str(batch_rows)]
+           "--batch-rows", str(batch_rows), "--rows", str(total)]
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child, args.data, args.model, args.batch_rows)
+        _child(args.child, args.data, args.model, args.batch_rows, args.rows[0])
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     if not model.is_file():
         model = make_mlp(args.workdir / "mlp-49-256-256-6.onnx")
         print(f"no {args.model}: using a random 49-256-256-6 MLP ({model})", file=sys.stderr)
-    print(f"| rows | csv.gz MB | step | seconds | rows/s | peak RSS MB |\n|---:|---:|---|---:|---:|---:|")
+    print("| rows | csv.gz MB | step | seconds | rows/s | peak RSS MB |\n|---:|---:|---|---:|---:|---:|")
     for rows in args.rows:
         data = args.workdir / f"test_{rows}.csv.gz"
         if not data.is_file():
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             make_csv(data, rows)
         size_mb = data.stat().st_size / 1e6
         for step in args.steps:
-            r = _run_step(step, data, model, args.batch_rows)
+            r = _run_step(step, data, model, args.batch_rows, rows)
             print(f"| {rows:,} | {size_mb:,.0f} | {step} | {r['seconds']:.2f} | {r['rows'] / r['seconds']:,.0f} | "
                   f"{r['peak_mb']:,.0f} |", flush=True)
 

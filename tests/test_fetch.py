@@ -207,3 +207,18 @@ def test_paths_are_paths(tmp_path, server, monkeypatch):
     server.files["/training.csv.gz"] = PAYLOAD
     _point_at(monkeypatch, (f"{server.url}/training.csv.gz",))
     assert isinstance(data.fetch_dataset("training", str(tmp_path)), Path)
+
+
+def test_cli_fetch_with_no_names_fetches_both(monkeypatch, tmp_path, capsys):
+    """A bare `lhcbpid fetch` parses (no argparse error) and tries both files."""
+    url = _closed_port_url()
+    _point_at(monkeypatch, (url,))
+    with pytest.raises(InputError):
+        data.fetch_dataset("test", tmp_path)
+    assert main(["fetch", "--data-dir", str(tmp_path)]) == 2
+    assert "cannot download training.csv.gz" in capsys.readouterr().err
+
+
+def test_cli_fetch_unknown_name_exits_2(capsys):
+    assert main(["fetch", "validation"]) == 2
+    assert "unknown dataset 'validation'" in capsys.readouterr().err

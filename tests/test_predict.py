@@ -394,3 +394,13 @@ def test_predict_never_imports_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert read_output(out).num_rows == ROWS
+
+
+def test_predict_proba_in_slices_equals_one_call(tmp_path, monkeypatch):
+    import lhcbpid.predict as predict_module
+
+    session, _ = load_model(make_model(tmp_path / "m.onnx"))
+    _, X = make_test_file(tmp_path / "t.csv")
+    whole = predict_proba(session, X)
+    monkeypatch.setattr(predict_module, "INFERENCE_ROWS", 5)
+    np.testing.assert_array_equal(predict_proba(session, X), whole)

@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fetch", help="download training.csv.gz and test.csv.gz (cached, verified)")
-    p.add_argument("files", nargs="*", default=["training", "test"], choices=["training", "test"])
+    # No `choices` here: Python 3.11's argparse checks the list default against them and rejects a bare `fetch`;
+    # fetch_dataset rejects unknown names with exit 2 instead.
+    p.add_argument("files", nargs="*", default=["training", "test"], metavar="FILE",
+                   help="training and/or test (default: both)")
     _add_data_dir(p)
     p.set_defaults(run=_cmd_fetch)
 

@@ -28,6 +28,8 @@ def to_onnx(model):
     outputs = [o.name for o in proto.graph.output]
     if outputs != ["probabilities"]:
         raise ExportError(f"the converted model has outputs {outputs}, expected ['probabilities']")
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"  # rows: any number
     proto.ir_version = IR_VERSION
     proto.producer_name = "lhcbpid"
     onnx.checker.check_model(proto)

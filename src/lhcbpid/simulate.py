@@ -36,7 +36,7 @@ CHI2_PER_NDOF_CEILING = 3.999
 CHI2_PER_NDOF_MAX = 4.0
 
 # --- kinematics: log-normal momentum per class (median in MeV, sigma of ln p), pseudorapidity ---
-P_MEDIAN_MEV = np.array([6500.0, 5800.0, 7600.0, 12000.0, 8200.0, 8000.0])
+P_MEDIAN_MEV = np.array([6500.0, 5800.0, 7600.0, 12000.0, 8400.0, 6600.0])
 P_LOG_SIGMA = np.array([1.05, 1.0, 1.10, 0.95, 1.10, 1.10])
 ETA_SHIFT = np.array([0.0, 0.15, 0.0, -0.15, 0.0, -0.05])
 
@@ -50,8 +50,17 @@ GHOST_LOGIT_CHI2_SLOPE = 3.5
 # --- acceptance ---
 GHOST_BLIND_FRACTION = 0.075  # ghosts that miss every subdetector (all detector columns -999)
 
-# --- ghosts: which real particle's hits they borrow (e, -, K, mu, pi, p) and how wrong the momentum is ---
-GHOST_IMPOSTOR_WEIGHTS = np.array([0.10, 0.0, 0.12, 0.06, 0.62, 0.10])
+# --- response species: whose hits each class's detector response comes from (columns e, -, K, mu, pi, p).
+# Ghosts borrow a nearby real particle's hits at a wrong momentum; real particles occasionally respond as
+# another species: decays in flight (K, pi -> mu nu), hadronic interactions and truth mis-association.
+RESPONSE_MATRIX = np.array([
+    [0.974, 0.0, 0.0, 0.0, 0.026, 0.0],     # Electron
+    [0.12, 0.0, 0.15, 0.06, 0.50, 0.17],     # Ghost
+    [0.0, 0.0, 0.980, 0.010, 0.010, 0.0],    # Kaon
+    [0.0, 0.0, 0.0, 0.995, 0.005, 0.0],      # Muon
+    [0.005, 0.0, 0.005, 0.015, 0.975, 0.0],  # Pion
+    [0.0, 0.0, 0.020, 0.0, 0.040, 0.940],    # Proton
+])
 GHOST_P_MISMATCH_SIGMA = 0.7
 
 # --- RICH: two gas radiators (n-1, saturated photon yield, single-photon angle resolution in rad) ---
@@ -170,13 +179,13 @@ def preselected_track_fit(y: np.ndarray, rng: np.random.Generator) -> Columns:
 
 
 def response_species(y: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Species and momentum the detector responds to: the true ones, or for ghosts a nearby real particle."""
-    species = y.copy()
-    p_response = p.copy()
-    ghost = np.flatnonzero(y == GHOST)
-    species[ghost] = rng.choice(N_CLASSES, size=len(ghost), p=GHOST_IMPOSTOR_WEIGHTS)
-    p_response[ghost] = np.maximum(p[ghost] * np.exp(GHOST_P_MISMATCH_SIGMA * rng.standard_normal(len(ghost))), 500.0)
-    return species, p_response
+    """Species and momentum the detector responds to (RESPONSE_MATRIX): mostly the true ones."""
+    cumulative = np.cumsum(RESPONSE_MATRIX, axis=1)[y]
+    species = (rng.random(len(y))[:, None] > cumulative).sum(axis=1).clip(max=N_CLASSES - 1)
+    mimic = species != y
+    fraction = np.where(y == GHOST, np.exp(GHOST_P_MISMATCH_SIGMA * rng.standard_normal(len(y))),
+                        np.where(mimic, rng.uniform(0.5, 1.0, len(y)), 1.0))
+    return species, np.maximum(p * fraction, 500.0)
 
 
 def acceptance(y: np.ndarray, p: np.ndarray, eta: np.ndarray, rng: np.random.Generator) -> Columns:
