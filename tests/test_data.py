@@ -430,3 +430,40 @@ def test_file_sha256(tmp_path):
     path = tmp_path / "x"
     path.write_bytes(b"abc")
     assert data.file_sha256(path) == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_spaces_around_numbers_are_accepted_and_do_not_mislead_errors(tmp_path):
+    frame = {k: v.astype(object) for k, v in _frame(rows=6).items()}
+    frame["EcalE"][1] = " 12.5 "
+    frame["EcalE"][4] = "oops"
+    path = tmp_path / "spaces.csv"
+    path.write_text(_csv_text(frame))
+    message = _error(path)
+    assert "row 5" in message and "'oops'" in message
+    frame["EcalE"][4] = "3"
+    path.write_text(_csv_text(frame))
+    assert read_dataset(path).X[1, FEATURES.index("EcalE")] == np.float32(12.5)
+
+
+def test_bad_input_through_real_train_command(tmp_path):
+    """The real `lhcbpid train --data bad.csv` stops at reading: exit 2, one line, no output directory."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("lhcbpid.train") is None:
+        pytest.skip("training extras not installed")
+
+    def edit(frame):
+        frame[LABEL][2] = "Positron"
+
+    path = _bad_csv(tmp_path, edit)
+    out = tmp_path / "out"
+    env = {**os.environ, "LHCBPID_DATA": str(tmp_path / "data-dir"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-m", "lhcbpid.cli", "train", "--data", str(path), "--out", str(out)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lhcbpid train: error:")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(errors) == 1 and "'Positron'" in errors[0] and "row 3" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()

@@ -130,6 +130,7 @@ def test_mirror_used_when_first_url_404s(server, monkeypatch, tmp_path):
     path = data.fetch_dataset("training", tmp_path)
     assert path.read_bytes() == PAYLOAD
     assert server.requests == ["/missing/training.csv.gz", "/mirror/training.csv.gz"]
+    assert not (tmp_path / "training.csv.gz.part").exists()
     assert "mirror" in json.loads((tmp_path / "training.csv.gz.sha256.json").read_text())["source"]
 
 
@@ -142,6 +143,7 @@ def test_no_network_names_url_path_and_data_option(monkeypatch, tmp_path):
     assert url in message
     assert str(tmp_path / "training.csv.gz") in message
     assert "--data PATH" in message
+    assert "connection to 127.0.0.1 refused" in message
     assert "\n" not in message
     assert list(tmp_path.iterdir()) == []
 

@@ -32,10 +32,10 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     from lhcbpid import simulate
 
     if a.check:
-        return 0 if simulate.calibration_check(rows=a.rows or 240_000, seed=a.seed) else 1
+        return 0 if simulate.calibration_check(rows=240_000 if a.rows is None else a.rows, seed=a.seed) else 1
     if a.out is None:
         raise InputError("simulate: --out FILE is required (for example --out training.csv.gz)")
-    simulate.write_simulated(a.out, rows=a.rows or 1_200_000, seed=a.seed, kind=a.kind)
+    simulate.write_simulated(a.out, rows=1_200_000 if a.rows is None else a.rows, seed=a.seed, kind=a.kind)
     return 0
 
 
@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         code = args.run(args)
     except InputError as e:
         print(f"lhcbpid {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the environment, not the program: a full disk, a read-only or missing directory
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"lhcbpid {args.command}: error: {detail}; check the path, its permissions and the free space",
+              file=sys.stderr)
         return 2
     except ExportError as e:
         print(f"lhcbpid {args.command}: failed: {e}", file=sys.stderr)

@@ -40,7 +40,7 @@ SIZES: dict[str, int] = {"training": 247_314_656, "test": 248_364_236}
 PARQUET_CACHE_MIN_BYTES = 50_000_000
 
 #: Bump when the cache layout changes, so old cache files are never read.
-PARQUET_CACHE_VERSION = 1
+PARQUET_CACHE_VERSION = 2
 
 DOWNLOAD_TIMEOUT_SECONDS = 60
 
@@ -50,7 +50,8 @@ STREAM_BLOCK_BYTES = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 _DECOMPRESSION_HINTS = ("compressed", "inflate", "gzip", "zlib", "decompress")
-_CACHE_MATRIX = "X"  # the cache's one feature column: fixed-size lists of float32, one list per row
+_CACHE_MATRIX = "X"  # the cache's feature column: per row, the row's float32 values as fixed-size bytes
+#  (row-major, little-endian): read back with one memcpy, no transpose; ~10x faster than one column per feature
 
 
 # --------------------------------------------------------------------------- download
@@ -101,7 +102,10 @@ def _cached_file_problem(target: Path, size: int) -> str | None:
     sha = file_sha256(target)
     recorded = _recorded_sha256(target)
     if recorded is None:
-        _write_record(target, sha, "found in the cache")
+        try:
+            _write_record(target, sha, "found in the cache")
+        except OSError:
+            pass  # a read-only cache is still usable; the size check passed
     elif sha != recorded:
         return f"sha256 {sha[:12]}... differs from {recorded[:12]}... recorded at first download"
     return None
@@ -111,17 +115,49 @@ class _DownloadFailed(Exception):
     """One URL did not give a good file."""
 
 
+def _download_reason(e: Exception, url: str) -> str:
+    """A short reason for a failed request (requests' own messages run to several hundred characters)."""
+    import requests
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname
+    text = str(e)
+    if isinstance(e, requests.HTTPError) and e.response is not None:
+        return f"HTTP {e.response.status_code} {e.response.reason}".strip()
+    if isinstance(e, requests.exceptions.ChunkedEncodingError):
+        read = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected", text)
+        got = f" after {int(read.group(1)):,} bytes, {int(read.group(2)):,} missing" if read else ""
+        return f"the connection to {host} broke off mid-transfer{got}"
+    if isinstance(e, requests.Timeout):
+        return f"no answer from {host} within {DOWNLOAD_TIMEOUT_SECONDS} s"
+    if "NameResolution" in text or "Name or service not known" in text or "getaddrinfo" in text:
+        return f"cannot resolve {host} (no network?)"
+    if "refused" in text.lower():
+        return f"connection to {host} refused"
+    if isinstance(e, requests.ConnectionError):
+        return f"cannot connect to {host} ({_first_line(e)[:100]})"
+    return _first_line(e)[:160]
+
+
 def _download_verified(url: str, target: Path, size: int, expected_sha: str | None) -> None:
     """Download url into target through a temp file; keep it only if size (and recorded sha256) match."""
     import pooch
     import requests
 
-    downloader = pooch.HTTPDownloader(progressbar=True, chunk_size=1 << 20, timeout=DOWNLOAD_TIMEOUT_SECONDS)
-    with atomic_path(target) as tmp:
+    from tqdm import tqdm
+
+    # Our own bar, closed whatever happens: pooch leaves its bar open on a failure, so the error line
+    # would be glued to it. Quiet when stderr is not a terminal, like predict's.
+    with atomic_path(target) as tmp, tqdm(desc=target.name, total=size, unit="B", unit_scale=True, ncols=79,
+                                          file=sys.stderr, disable=None) as bar:  # total > 0: pooch tests bool(bar)
+        downloader = pooch.HTTPDownloader(progressbar=bar, chunk_size=1 << 20, timeout=DOWNLOAD_TIMEOUT_SECONDS)
         try:
             downloader(url, str(tmp), None)
         except requests.RequestException as e:
-            raise _DownloadFailed(_first_line(e)) from None
+            raise _DownloadFailed(_download_reason(e, url)) from None
+        except OSError as e:  # writing the local copy failed: another URL would not help
+            raise InputError(f"cannot write {target} ({e.strerror or _first_line(e)}); free some space or choose "
+                             f"another directory with --data-dir or $LHCBPID_DATA") from None
         got = tmp.stat().st_size
         if got != size:
             raise _DownloadFailed(f"got {got:,} bytes, expected {size:,} (incomplete or wrong file)")
@@ -291,6 +327,10 @@ def _layout(path: Path, features: Sequence[str], labelled: bool | None, warn_ext
     missing = [f for f in features if f not in header]
     if missing:
         hint = " (the first line does not look like a header)" if _looks_numeric(header) else ""
+        delimiter = next((d for d in (";", "\t", "|") if len(header) < len(features) and any(d in n for n in header)),
+                         None)
+        if delimiter is not None:
+            hint = f" (the header is split by {delimiter!r}, not commas: write the file comma-separated)"
         raise InputError(f"{path}: missing column{'s' * (len(missing) > 1)} {_name_list(missing)}{hint}; "
                          f"the file needs all {len(features)} feature columns (any order)")
     if labelled and LABEL not in header:
@@ -326,7 +366,8 @@ def _column_types(layout: _Layout) -> dict[str, pa.DataType]:
     return types
 
 
-def _csv_options(layout: _Layout, types: dict[str, pa.DataType], block_size: int | None = None):
+def _csv_options(layout: _Layout, types: dict[str, pa.DataType],
+                 block_size: int | None = None) -> tuple[pacsv.ReadOptions, pacsv.ConvertOptions]:
     """pyarrow read and convert options for the wanted columns of a CSV file."""
     read = pacsv.ReadOptions(column_names=list(layout.header), skip_rows=1,
                              **({"block_size": block_size} if block_size else {}))
@@ -455,7 +496,8 @@ def _first_bad_value(layout: _Layout, column: str) -> tuple[int, str] | None:
         for batch in chunks:
             values = batch.column(0)
             if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-                bad = _first_failing_cast(values.cast(pa.string()).fill_null("0"), target)
+                text = pc.utf8_trim_whitespace(values.cast(pa.string())).fill_null("0")  # as the CSV parser trims
+                bad = _first_failing_cast(text, target)
                 if bad is not None:
                     return offset + bad, str(values[bad].as_py())
             offset += batch.num_rows
@@ -524,7 +566,10 @@ def _label_column(values: pa.ChunkedArray, layout: _Layout, offset: int) -> np.n
     codes = pc.index_in(values, value_set=pa.array(CLASSES))
     if codes.null_count:
         row = _first_true(codes.is_null().to_numpy(zero_copy_only=False))
-        raise InputError(f"{layout.path}: row {offset + row + 1:,} has unknown {LABEL} {values[row].as_py()!r}; "
+        label = values[row].as_py()
+        same = [c for c in CLASSES if isinstance(label, str) and c.lower() == label.strip().lower()]
+        hint = f" (labels are case-sensitive: write {same[0]!r})" if same else ""
+        raise InputError(f"{layout.path}: row {offset + row + 1:,} has unknown {LABEL} {label!r}{hint}; "
                          f"valid labels are {', '.join(CLASSES)}")
     return codes.to_numpy(zero_copy_only=False).astype(np.int64)
 
@@ -553,12 +598,14 @@ def _feature_matrix(table: pa.Table, layout: _Layout, offset: int) -> np.ndarray
 
 
 def _cached_matrix(table: pa.Table, layout: _Layout) -> np.ndarray:
-    """The float32 [rows, features] matrix stored row-major in the cache's fixed-size-list column."""
-    matrix = table.column(_CACHE_MATRIX).combine_chunks()
-    if matrix.null_count or matrix.type.list_size != len(layout.features):
+    """The float32 [rows, features] matrix stored row-major in the cache's fixed-size-binary column."""
+    rows = table.column(_CACHE_MATRIX).combine_chunks()
+    width = 4 * len(layout.features)
+    if rows.null_count or rows.type != pa.binary(width):
         raise InputError(f"{layout.path}: damaged cache file; delete it")
-    values = matrix.values.to_numpy(zero_copy_only=False)
-    return values.reshape(len(matrix), len(layout.features)).astype(np.float32, copy=True)
+    values = np.frombuffer(rows.buffers()[1], dtype="<f4", count=len(rows) * len(layout.features),
+                           offset=rows.offset * width)
+    return values.reshape(len(rows), len(layout.features)).astype(np.float32, copy=True)
 
 
 def _convert(table: pa.Table, layout: _Layout, offset: int = 0) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -595,7 +642,8 @@ def _cache_path(layout: _Layout) -> Path:
 
 def _uses_cache(layout: _Layout) -> bool:
     """True for CSV sources large enough to be worth a Parquet copy."""
-    return layout.kind != "parquet" and layout.path.stat().st_size >= PARQUET_CACHE_MIN_BYTES
+    return (layout.kind != "parquet" and bool(layout.features)
+            and layout.path.stat().st_size >= PARQUET_CACHE_MIN_BYTES)
 
 
 def _cache_layout(layout: _Layout, cache: Path) -> _Layout:
@@ -622,16 +670,17 @@ def _write_cache(layout: _Layout, data: Dataset) -> None:
     try:
         cache = _cache_path(layout)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        n_features = len(layout.features)
-        flat = pa.array(np.ascontiguousarray(data.X, dtype=np.float32).reshape(-1))
-        arrays = {_CACHE_MATRIX: pa.FixedSizeListArray.from_arrays(flat, n_features)}
+        matrix = np.ascontiguousarray(data.X, dtype="<f4")
+        rows = pa.FixedSizeBinaryArray.from_buffers(pa.binary(matrix.shape[1] * 4), len(matrix),
+                                                    [None, pa.py_buffer(matrix)])
+        arrays = {_CACHE_MATRIX: rows}
         if data.y is not None:
             arrays[LABEL] = pa.DictionaryArray.from_arrays(pa.array(data.y.astype(np.int8)), pa.array(CLASSES))
         if data.ids is not None:
             arrays[ID] = pa.array(data.ids)
         with atomic_path(cache) as tmp:
             table = pa.table(arrays).replace_schema_metadata({"features": json.dumps(layout.features)})
-            pq.write_table(table, tmp, compression="lz4")
+            pq.write_table(table, tmp, compression="lz4", use_dictionary=[LABEL] if data.y is not None else False)
         prefix = cache.name.rsplit("-", 1)[0] + "-"
         for old in cache.parent.glob(f"{prefix}*.parquet"):
             if old != cache:
@@ -760,8 +809,22 @@ def split_dataset(y: np.ndarray, fractions: Sequence[float] = (0.70, 0.15, 0.15)
             part.append(chunk)
     train, validation, test = (np.sort(np.concatenate(p)).astype(np.int64) if p else np.empty(0, np.int64)
                                for p in parts)
+    shown = " ".join(f"{f:g}" for f in fracs)
+    absent = [c for k, c in enumerate(CLASSES) if not np.any(y == k)]
+    if absent:  # y holds class indices: a class with no row leaves its test AUC undefined
+        raise InputError(f"cannot split {len(y):,} rows: none has class {absent[0]}"
+                         f"{f' (nor {len(absent) - 1} more)' if len(absent) > 1 else ''}; the model and its "
+                         f"test AUCs need rows of every class ({', '.join(CLASSES)})")
     for name, part in (("train", train), ("validation", validation), ("test", test)):
         if len(part) == 0:
-            raise InputError(f"cannot split {len(y):,} rows with fractions {' '.join(f'{f:g}' for f in fracs)}: "
+            raise InputError(f"cannot split {len(y):,} rows with fractions {shown}: "
                              f"the {name} part would be empty; use more rows or a larger {name} fraction")
+    for label, chunks in zip(np.unique(y), zip(*parts)):  # stratified: every part holds every class of y
+        for name, chunk in zip(("train", "validation", "test"), chunks):
+            if len(chunk) == 0:
+                shown_label = CLASSES[label] if np.issubdtype(type(label), np.integer) and 0 <= label < len(CLASSES) \
+                    else label
+                raise InputError(f"cannot split {len(y):,} rows with fractions {shown}: class {shown_label} has "
+                                 f"{int(np.sum(y == label)):,} rows, so the {name} part would have none of it; "
+                                 f"use more rows of every class")
     return Split(train=train, validation=validation, test=test, fractions=fracs, seed=int(seed))

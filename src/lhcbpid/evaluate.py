@@ -32,8 +32,25 @@ def pairwise_auc(y: np.ndarray, P: np.ndarray, a: str, b: str) -> float:
     return float(roc_auc_score(y[rows] == ia, score))
 
 
+def absent_classes(y: np.ndarray) -> list[str]:
+    """Classes with no row in y (their one-vs-rest ROC AUC, efficiency and misidentification are undefined)."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(CLASSES))
+    return [c for k, c in enumerate(CLASSES) if counts[k] == 0]
+
+
+def _require_every_class(y: np.ndarray, where: str) -> None:
+    """InputError naming the first class with no row in y (instead of NaN AUCs in particles.json)."""
+    absent = absent_classes(y)
+    if absent:
+        others = f" (nor of {len(absent) - 1} more)" if len(absent) > 1 else ""
+        raise InputError(f"{where}: {len(y):,} row{'s' * (len(y) != 1)} but none of class {absent[0]}{others}; "
+                         f"each class's ROC AUC needs rows of it: use labelled data with rows of every class "
+                         f"({', '.join(CLASSES)})")
+
+
 def classification_metrics(y: np.ndarray, P: np.ndarray) -> dict:
     """Everything users read off a classifier: AUCs, log loss, accuracy, confusion, efficiency and misidentification."""
+    _require_every_class(y, "the scored data")
     predicted = P.argmax(axis=1)
     counts = confusion_matrix(y, predicted, labels=range(len(CLASSES)))
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -79,6 +96,7 @@ def evaluate_file(model: Path, data: Path, labels: Path | None, out: Path) -> di
         if dataset.ids is None:
             raise InputError(f"{data}: no Label and no ID column, so labels cannot be matched; add a Label column")
         y = read_labels(labels, dataset.ids)
+    _require_every_class(y, str(data))  # checked before anything is written
     P = predict_proba(session, dataset.X)
     metrics = classification_metrics(y, P)
     source = describe_source(data)

@@ -81,8 +81,9 @@ def derived_features(x):
     ratio = ops.maximum(p / ops.maximum(pt, 1.0), 1.0)
     values.append(ops.log(ratio + ops.sqrt(ratio * ratio - 1.0)))  # pseudorapidity
     values.append(ops.log(ops.clip(_col(x, "GhostProbability"), 0.0, 1.0) + 1e-4))
-    values.append(ops.sum(ops.concatenate([_col(x, f) for f in ACCEPTANCE_FLAGS], axis=1), axis=1, keepdims=True))
-    values.append(ops.sum(ops.concatenate([_col(x, f) for f in RICH_THRESHOLD_FLAGS], axis=1), axis=1, keepdims=True))
+    for flags in (ACCEPTANCE_FLAGS, RICH_THRESHOLD_FLAGS):
+        values.append(ops.sum(ops.clip(ops.concatenate([_col(x, f) for f in flags], axis=1), 0.0, 1.0),
+                              axis=1, keepdims=True))
     values.append(ops.sum(missing_mask(x), axis=1, keepdims=True))
     missing.extend([ops.zeros_like(p)] * 5)
     return ops.concatenate(values, axis=1), ops.concatenate(missing, axis=1)

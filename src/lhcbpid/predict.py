@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from tqdm import tqdm
 
 from lhcbpid.atomic import atomic_path
 from lhcbpid.data import iter_batches, resolve_data
@@ -139,13 +140,14 @@ def _output_table(ids: np.ndarray, P: np.ndarray, classes: list[str], submission
     return pa.table(columns)
 
 
-def _check_probabilities(P: np.ndarray, model: Path, first_row: int) -> None:
-    """InputError if the model produced NaN or inf."""
+def _check_probabilities(P: np.ndarray, model: Path, first_row: int, X: np.ndarray | None = None) -> None:
+    """InputError if the model produced NaN or inf, naming the row (extreme inputs are the usual cause)."""
     bad = ~np.isfinite(P)
     if bad.any():
-        row = first_row + int(np.argmax(bad.any(axis=1)))
-        raise InputError(f"{model}: the model produced NaN or inf for row {row + 1:,}; the model file is broken, "
-                         f"export it again")
+        index = int(np.argmax(bad.any(axis=1)))
+        largest = f" (its largest absolute value is {float(np.max(np.abs(X[index]))):.3g})" if X is not None else ""
+        raise InputError(f"{model}: the model produced NaN or inf for row {first_row + index + 1:,}{largest}; "
+                         f"check that row's values, or export the model again if every row fails")
 
 
 def _output_path(out: Path, submission: bool) -> Path:
@@ -159,10 +161,8 @@ def _output_path(out: Path, submission: bool) -> Path:
     return out
 
 
-def _progress(source: Path):
+def _progress(source: Path) -> tqdm:
     """A tqdm bar on stderr counting rows (and rows/s); quiet when stderr is not a terminal."""
-    from tqdm import tqdm
-
     return tqdm(desc=f"predict {source.name}", unit=" rows", unit_scale=True, file=sys.stderr, disable=None)
 
 
@@ -186,7 +186,7 @@ def predict_file(model: Path, data: Path | None, out: Path, submission: bool = F
             writer = None
             for ids, X in iter_batches(source, features, batch_rows):
                 P = predict_proba(session, X)
-                _check_probabilities(P, Path(model), rows)
+                _check_probabilities(P, Path(model), rows, X)
                 if ids is None:
                     ids = np.arange(rows, rows + len(X), dtype=np.int64)
                 table = _output_table(ids, P, classes, submission)

@@ -14,7 +14,7 @@ from lhcbpid.backend import keras
 import numpy as np
 
 from lhcbpid import __version__
-from lhcbpid.atomic import write_atomic
+from lhcbpid.atomic import check_writable, write_atomic
 from lhcbpid.data import file_sha256, read_dataset, resolve_data, split_dataset
 from lhcbpid.errors import InputError
 from lhcbpid.evaluate import classification_metrics, write_metrics
@@ -165,6 +165,22 @@ def search_hyperparameters(base: ModelConfig, statistics: dict, X_train, y_train
     return replace(base, **study.best_params), history
 
 
+def write_deliverables(out: Path, model: keras.Model, history: dict, X_test: np.ndarray, y_test: np.ndarray,
+                       provenance: dict) -> dict:
+    """Export and check ONNX, score it once on the test split, write particles.json, metrics.json and the figures."""
+    proto = to_onnx(model)
+    P_test, parity = checked_probabilities(proto, X_test, model.predict(X_test, batch_size=65_536, verbose=0))
+    metrics = classification_metrics(y_test, P_test)  # measured once, with the shipped ONNX model
+    write_onnx(proto, out / "particles.onnx",
+               {**provenance, "metrics": {k: metrics[k] for k in ("test_auc", "log_loss", "accuracy")}})
+    write_metrics(out, metrics, {**provenance, "onnx_max_abs_difference": parity, "history": history})
+    source = provenance["source"]
+    plot_roc(y_test, P_test, metrics["test_auc"], out / "roc.png", source)
+    plot_training(history, out / "train.png", source)
+    plot_confusion(np.asarray(metrics["confusion_counts"]), out / "confusion.png", source)
+    return metrics
+
+
 def run_training(data: Path | None, out: Path, data_dir: Path | None = None,
                  fractions: tuple[float, float, float] = (0.70, 0.15, 0.15), seed: int = 42,
                  config_path: Path | None = None, search: bool = False, trials: int | None = None,
@@ -182,48 +198,38 @@ def run_training(data: Path | None, out: Path, data_dir: Path | None = None,
     split = split_dataset(y, fractions, seed)
     source = describe_source(path)
     log(f"{len(X):,} rows ({source}); split {split.describe()['sizes']} seed {seed}")
+    check_writable(out)
 
     statistics = fit_statistics(X[split.train[:STATISTICS_ROWS]])
     X_train, y_train, X_val, y_val = X[split.train], y[split.train], X[split.validation], y[split.validation]
-    search_history = None
     if search:
         log("hyperparameter search on the validation split")
-        config, search_history = search_hyperparameters(config, statistics, X_train, y_train, X_val, y_val,
-                                                        seed, trials, budget_minutes)
+        config, trials_run = search_hyperparameters(config, statistics, X_train, y_train, X_val, y_val,
+                                                    seed, trials, budget_minutes)
         write_atomic(out / "config.json", json.dumps(config_dict(config), indent=2) + "\n")
-        write_atomic(out / "search.json", json.dumps({"chosen": config_dict(config), "trials": search_history},
+        write_atomic(out / "search.json", json.dumps({"chosen": config_dict(config), "trials": trials_run},
                                                      indent=2) + "\n")
     log(f"training {json.dumps(config_dict(config))}")
     sha256 = file_sha256(path)
+    provenance = {"data": str(path), "data_sha256": sha256, "source": source, "split": split.describe(),
+                  "config": config_dict(config), "lhcbpid_version": __version__}
     checkpoint = out / CHECKPOINT_DIR
     fingerprint = {"data_sha256": sha256, "split": split.describe(), "config": config_dict(config)}
-    fit_started = time.perf_counter()
     try:
+        fit_started = time.perf_counter()
         model, history = fit_model(config, statistics, X_train, y_train, X_val, y_val, seed,
                                    checkpoint=checkpoint, resume=resume, fingerprint=fingerprint)
+        provenance["timings"] = {"fit_seconds": time.perf_counter() - fit_started, "epochs": len(history["loss"])}
+        metrics = write_deliverables(out, model, history, X[split.test], y[split.test], provenance)
     except KeyboardInterrupt:
         log(f"interrupted: earlier deliverables in {out} are untouched; continue with the same command and --resume")
         raise
-    fit_seconds = time.perf_counter() - fit_started
-
-    X_test, y_test = X[split.test], y[split.test]
-    proto = to_onnx(model)
-    P_test, parity = checked_probabilities(proto, X_test, model.predict(X_test, batch_size=65_536, verbose=0))
-    metrics = classification_metrics(y_test, P_test)  # measured once, with the shipped ONNX model
-    provenance = {"data": str(path), "data_sha256": sha256, "source": source, "split": split.describe(),
-                  "config": config_dict(config), "lhcbpid_version": __version__}
-    write_onnx(proto, out / "particles.onnx",
-               {**provenance, "metrics": {k: metrics[k] for k in ("test_auc", "log_loss", "accuracy")}})
-    timings = {"fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started,
-               "epochs": len(history["loss"])}
-    write_metrics(out, metrics, {**provenance, "onnx_max_abs_difference": parity, "timings": timings,
-                                 "history": history})
-    plot_roc(y_test, P_test, metrics["test_auc"], out / "roc.png", source)
-    plot_training(history, out / "train.png", source)
-    plot_confusion(np.asarray(metrics["confusion_counts"]), out / "confusion.png", source)
+    except BaseException:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        raise
     shutil.rmtree(checkpoint, ignore_errors=True)
-    log(f"test ({len(y_test):,} rows, {source}): log loss {metrics['log_loss']:.4f}  "
+    log(f"test ({len(split.test):,} rows, {source}): log loss {metrics['log_loss']:.4f}  "
         + "  ".join(f"{c} {a:.4f}" for c, a in metrics["test_auc"].items()))
     log(f"wrote particles.onnx, particles.json, metrics.json, roc.png, train.png, confusion.png to {out}"
-        f" in {timings['total_seconds']:.0f} s")
+        f" in {time.perf_counter() - started:.0f} s")
     return metrics
