@@ -81,7 +81,7 @@ CASES: dict[str, dict[str, object]] = {
                          "evaluate": Error("labels are case-sensitive: write 'Muon'")},
     "data_is_directory": _all(Error("is a directory")),
     # outputs that cannot be written
-    "read_only_output_dir": {"train": Error("check the path, its permissions"), "predict": Error("cannot write"),
+    "read_only_output_dir": {"train": Error("cannot write"), "predict": Error("cannot write"),
                              "evaluate": Error("cannot write")},
     "output_disk_full": {"predict": Error("No space left on device"),
                          "evaluate": Error("No space left on device")},

@@ -66,4 +66,6 @@ def check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise _cannot_write(folder, e) from None
+        reason = e.strerror or str(e).strip().splitlines()[0]
+        raise InputError(f"cannot write to {folder} ({reason}); fix its permissions, free some space "
+                         f"or choose another output folder") from None

@@ -465,12 +465,17 @@ def combined(cols: Columns, flags: Columns, rng: np.random.Generator) -> Columns
     return out
 
 
+def check_rows_and_seed(rows: int, seed: int) -> None:
+    """Raise InputError unless rows is a positive integer and seed a non-negative one."""
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1:
+        raise InputError(f"simulate: rows must be a positive integer, got {rows!r}; pass --rows 1 or more")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"simulate: seed must be a non-negative integer, got {seed!r}; pass --seed 0 or more")
+
+
 def simulate(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """X float32 [rows, 49] in schema.FEATURES order, y int64 [rows] indices into schema.CLASSES (balanced, shuffled)."""
-    if not isinstance(rows, (int, np.integer)) or rows < 1:
-        raise InputError(f"simulate: rows must be a positive integer, got {rows!r}; pass --rows 1 or more")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"simulate: seed must be a non-negative integer, got {seed!r}; pass --seed 0 or more")
+    check_rows_and_seed(rows, seed)
     rng = np.random.default_rng(seed)
     y = balanced_labels(rows, rng)
     p = momentum(y, rng)
@@ -549,6 +554,7 @@ def write_simulated(path: Path, rows: int, seed: int, kind: str) -> None:
     path = Path(path)
     if kind not in ("training", "test"):
         raise InputError(f"simulate: --kind must be 'training' or 'test', got {kind!r}")
+    check_rows_and_seed(rows, seed)
     fmt = _output_format(path)
     if not path.parent.is_dir():
         raise InputError(f"simulate: directory {path.parent} does not exist; create it or choose another --out")
