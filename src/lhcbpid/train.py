@@ -134,13 +134,13 @@ def search_hyperparameters(base: ModelConfig, statistics: dict, X_train, y_train
     def objective(trial: optuna.Trial) -> float:
         config = replace(
             base,
-            width=trial.suggest_categorical("width", [128, 256, 384, 512]),
-            depth=trial.suggest_int("depth", 2, 5),
+            width=trial.suggest_categorical("width", [128, 256, 384]),
+            depth=trial.suggest_int("depth", 2, 4),
             dropout=trial.suggest_float("dropout", 0.0, 0.3),
             batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
             learning_rate=trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True),
             weight_decay=trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),
-            batch_size=trial.suggest_categorical("batch_size", [1024, 2048, 4096, 8192]),
+            batch_size=trial.suggest_categorical("batch_size", [2048, 4096, 8192]),
         )
         log(f"trial {trial.number + 1}{f'/{trials}' if trials else ''}: {json.dumps(trial.params)}")
 
