@@ -35,11 +35,11 @@ from lhcbpid.errors import InputError
 from lhcbpid.evaluate import class_aucs
 from lhcbpid.provenance import REAL, describe_source
 from lhcbpid.schema import CLASSES, SENTINEL
+from lhcbpid.train import SEARCH_TRIALS
 
 FRACTIONS = (0.70, 0.15, 0.15)
 
-#: Optuna trials for LightGBM: the same trial budget as our own network's hyperparameter search.
-SEARCH_TRIALS = 12
+#: Optuna trials for LightGBM: the same trial budget as our own network's hyperparameter search (SEARCH_TRIALS).
 QUICK_SEARCH_TRIALS = 2
 
 #: --quick keeps this many rows of the file (a seeded random subset).

@@ -199,14 +199,7 @@ def fetch_dataset(name: str, data_dir: Path | None = None) -> Path:
 
 def resolve_data(path: Path | None, name: str, data_dir: Path | None = None) -> Path:
     """The user's --data file if given (it must exist), else the downloaded dataset."""
-    if path is None:
-        return fetch_dataset(name, data_dir)
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file; check the --data path")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory; pass a .csv, .csv.gz or .parquet file with --data")
-    return path
+    return fetch_dataset(name, data_dir) if path is None else _existing_file(path)
 
 
 # --------------------------------------------------------------------------- reading
