@@ -7,10 +7,9 @@ statistics fitted in numpy on the training split and the graph that ends up in t
 from __future__ import annotations
 
 import numpy as np
-from lhcbpid.backend import keras
-from lhcbpid.backend import ops
+from lhcbpid.backend import keras, ops
 
-from lhcbpid.schema import FEATURES, SENTINEL, ACCEPTANCE_FLAGS, RICH_THRESHOLD_FLAGS, feature_index
+from lhcbpid.schema import ACCEPTANCE_FLAGS, FEATURES, RICH_THRESHOLD_FLAGS, SENTINEL, feature_index
 
 #: Heavy-tailed columns (momenta, energies, fit chi2, likelihoods) that go through a signed log.
 SIGNED_LOG_COLUMNS: tuple[str, ...] = (

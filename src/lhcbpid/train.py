@@ -10,11 +10,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from lhcbpid.backend import keras
 import numpy as np
 
 from lhcbpid import __version__
 from lhcbpid.atomic import check_writable, write_atomic
+from lhcbpid.backend import keras
 from lhcbpid.data import file_sha256, read_dataset, resolve_data, split_dataset
 from lhcbpid.errors import InputError
 from lhcbpid.evaluate import classification_metrics, write_metrics
@@ -30,13 +30,13 @@ SEARCH_TRIALS = 8
 #: Rows of the training split used to fit the preprocessing statistics (plenty for means and spreads).
 STATISTICS_ROWS = 300_000
 
+#: Hidden folder in --out holding the last epoch's state while training runs (removed when done).
+CHECKPOINT_DIR = ".lhcbpid-checkpoint"
+
 
 def log(message: str) -> None:
     """Progress goes to stderr, one line at a time."""
     print(message, file=sys.stderr, flush=True)
-
-
-CHECKPOINT_DIR = ".lhcbpid-checkpoint"
 
 
 def _seed_states(model: keras.Model) -> dict[str, list[int]]:
