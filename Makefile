@@ -25,6 +25,7 @@ test: $(VENV)/.installed
 
 ## demo: the main job offline, on 300,000 simulated rows, into demo/
 demo: $(VENV)/.installed
+	mkdir -p demo
 	$(BIN)/lhcbpid simulate --rows 300000 --seed 1 --out demo/training.csv.gz
 	$(BIN)/lhcbpid simulate --rows 50000 --seed 2 --kind test --out demo/test.csv.gz
 	$(BIN)/lhcbpid train --data demo/training.csv.gz --out demo
@@ -37,6 +38,7 @@ calibrate: $(VENV)/.installed
 
 ## benchmark: ours against the peers on 1.2M simulated rows; rewrites BENCHMARKS.md
 benchmark: $(VENV)/.installed
+	mkdir -p benchmark
 	$(BIN)/lhcbpid simulate --rows 1200000 --seed 7 --out benchmark/training.csv.gz
 	$(BIN)/lhcbpid benchmark --data benchmark/training.csv.gz --out benchmark
 
