@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -51,6 +52,7 @@ def plot_training(history: dict[str, list[float]], path: Path, source: str) -> N
     best = int(np.argmin(history["val_loss"])) + 1
     ax.axvline(best, ls="--", color="gray", lw=0.8, label=f"best epoch ({best})")
     ax.set(xlabel="epoch", ylabel="cross-entropy loss", title=f"Learning curve\n{source}")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend()
     ax.grid(alpha=0.3)
     _save(fig, path)
