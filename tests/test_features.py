@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lhcbpid.features import (COMBINED_DLLS, PidFeatures, RICH_DLLS, SIGNED_LOG_COLUMNS, derived_features,
+from lhcbpid.features import (COMBINED_DLLS, DERIVED, PidFeatures, RICH_DLLS, SIGNED_LOG_COLUMNS, derived_features,
                               fit_statistics, signed_log, transformed_features)
 from lhcbpid.schema import FEATURES, GROUPS, SENTINEL, feature_index
 
@@ -38,27 +38,41 @@ def test_combined_dlls_become_probabilities_with_pion_at_zero():
     row = typical_row()
     for name in COMBINED_DLLS:
         row[feature_index(name)] = 0.0
-    values, missing = (np.asarray(t) for t in derived_features(row[None, :]))
+    values = np.asarray(derived_features(row[None, :]))
     assert np.allclose(values[0, :5], math.log(1 / 5), atol=1e-6)  # all hypotheses equally likely
-    assert not missing[0, :5].any()
     row[feature_index("DLLkaon")] = 30.0
-    values, _ = (np.asarray(t) for t in derived_features(row[None, :]))
+    values = np.asarray(derived_features(row[None, :]))
     assert values[0, 3] == pytest.approx(0.0, abs=1e-6)  # kaon hypothesis takes all the probability
 
 
 def test_missing_dlls_are_flagged_and_neutral():
-    x = rows_with_missing(["combined", "rich"])
-    values, missing = (np.asarray(t) for t in derived_features(x))
-    width = len(COMBINED_DLLS) + 1 + len(RICH_DLLS) + 1
-    assert missing[0, :width].all() and (values[0, :width] == 0).all()
+    train = np.repeat(typical_row()[None, :], 50, axis=0)
+    train[::2] = rows_with_missing(["combined", "rich"])
+    stats = fit_statistics(train)
+    x = np.concatenate([rows_with_missing(["combined", "rich"]), typical_row()[None, :]])
+    _, missing = (np.asarray(t) for t in transformed_features(x))
+    out = np.asarray(PidFeatures(**stats)(x))
+    derived = slice(len(FEATURES), len(FEATURES) + len(COMBINED_DLLS) + 1 + len(RICH_DLLS) + 1)
+    assert (missing[0, derived] > 0).all() and (out[0, derived] == 0).all()
+    assert not missing[1, derived].any()
 
 
 def test_energy_over_momentum():
     x = typical_row()[None, :]
-    values, _ = (np.asarray(t) for t in derived_features(x))
+    values = np.asarray(derived_features(x))
     after_dlls = len(COMBINED_DLLS) + 1 + len(RICH_DLLS) + 1
-    assert values[0, after_dlls] == pytest.approx(4500.0 / 15000.0, rel=1e-6)  # EcalE / TrackP
-    assert values[0, after_dlls + 1] == pytest.approx(6000.0 / 15000.0, rel=1e-6)  # HcalE / TrackP
+    assert [name for name, _ in DERIVED[after_dlls:after_dlls + 2]] == ["EcalE/TrackP", "HcalE/TrackP"]
+    assert values[0, after_dlls] == pytest.approx(4500.0 / 15000.0, rel=1e-6)
+    assert values[0, after_dlls + 1] == pytest.approx(6000.0 / 15000.0, rel=1e-6)
+
+
+def test_extreme_values_give_finite_bounded_inputs():
+    train = np.repeat(typical_row()[None, :], 50, axis=0) * np.linspace(0.5, 1.5, 50, dtype=np.float32)[:, None]
+    layer = PidFeatures(**fit_statistics(train))
+    x = np.repeat(typical_row()[None, :], 3, axis=0)
+    x[0], x[1], x[2, ::2] = 3.4e38, -3.4e38, 0.0
+    out = np.asarray(layer(x))
+    assert np.isfinite(out).all() and np.abs(out).max() <= 8.0
 
 
 def test_heavy_tailed_columns_are_logged_and_others_are_not():

@@ -404,3 +404,50 @@ def test_predict_proba_in_slices_equals_one_call(tmp_path, monkeypatch):
     whole = predict_proba(session, X)
     monkeypatch.setattr(predict_module, "INFERENCE_ROWS", 5)
     np.testing.assert_array_equal(predict_proba(session, X), whole)
+
+
+def test_read_ahead_keeps_order_and_raises_the_producers_error():
+    from lhcbpid.errors import InputError
+    from lhcbpid.predict import read_ahead
+
+    assert list(read_ahead(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise InputError("bad row 2")
+
+    got = []
+    with pytest.raises(InputError, match="bad row 2"):
+        for item in read_ahead(failing()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_read_ahead_stops_reading_when_the_consumer_stops():
+    import threading
+
+    from lhcbpid.predict import read_ahead
+
+    produced = []
+
+    def numbers():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    for item in read_ahead(numbers(), depth=2):
+        if item == 3:
+            break
+    assert len(produced) <= 3 + 1 + 2 + 1  # the item in hand, the queue, one being offered
+    assert not any(t.name == "lhcbpid-reader" for t in threading.enumerate())
+
+
+def test_predict_many_batches_keeps_row_order(tmp_path):
+    model = make_model(tmp_path / "m.onnx")
+    data, X = make_test_file(tmp_path / "t.csv")
+    out = tmp_path / "p.csv.gz"
+    predict_file(model, data, out, batch_rows=4)  # 15 batches through the reader and writer threads
+    table = read_output(out)
+    session, _ = load_model(model)
+    np.testing.assert_array_equal(table.column(ID).to_numpy(), np.arange(500, 500 + ROWS))
+    np.testing.assert_allclose(_probabilities(table), predict_proba(session, X), rtol=1e-6)

@@ -194,3 +194,25 @@ def _slow_config(folder):
     path = folder / "slow.json"
     path.write_text(json.dumps({"width": 16, "depth": 1, "epochs": 200, "patience": 200, "batch_size": 256}))
     return path
+
+
+def test_batch_norm_folded_into_dense_for_export(simulated_training):
+    """The exported network has no BatchNormalization or Dropout left and predicts what the trained one does."""
+    from lhcbpid.backend import keras
+    from lhcbpid.export import inference_model
+    from lhcbpid.features import fit_statistics
+    from lhcbpid.model import ModelConfig, build_model
+
+    X = read_dataset(simulated_training).X[:2000]
+    model = build_model(ModelConfig(width=16, depth=2), fit_statistics(X))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # trained-looking statistics instead of the identity a new layer holds
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.get_weights()[0].shape
+            layer.set_weights([rng.uniform(0.5, 2, shape), rng.normal(0, 0.5, shape), rng.normal(0, 1, shape),
+                               rng.uniform(0.2, 3, shape)])
+    folded = inference_model(model)
+    kinds = {type(layer) for layer in folded.layers}
+    assert keras.layers.BatchNormalization not in kinds and keras.layers.Dropout not in kinds
+    assert folded.layers[-1].name == "probabilities"
+    np.testing.assert_allclose(folded.predict(X, verbose=0), model.predict(X, verbose=0), atol=2e-6)

@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -147,11 +148,10 @@ def _keras_size(model) -> int:
 
 def train_ours(parts: Parts) -> Trained:
     """The shipped configuration, early stopping on validation; predictions and size from the exported ONNX model."""
-    import onnxruntime as ort
-
     from lhcbpid.export import to_onnx
     from lhcbpid.features import fit_statistics
     from lhcbpid.model import config_dict, load_config
+    from lhcbpid.predict import inference_session, predict_proba
     from lhcbpid.train import STATISTICS_ROWS, fit_model
 
     config = load_config()
@@ -162,13 +162,10 @@ def train_ours(parts: Parts) -> Trained:
     model, history = fit_model(config, statistics, parts.X_train, parts.y_train, parts.X_val, parts.y_val, parts.seed)
     seconds = time.perf_counter() - started
     onnx_bytes = to_onnx(model).SerializeToString()
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    session = inference_session(onnx_bytes)
 
-    def predict(X: np.ndarray) -> np.ndarray:
-        return np.concatenate([session.run(["probabilities"], {"input": X[i:i + PREDICT_BATCH]})[0]
-                               for i in range(0, len(X), PREDICT_BATCH)])
-
-    return Trained("ours", "shipped configuration (lhcbpid default_config.json), ONNX in onnxruntime", predict,
+    return Trained("ours", "shipped configuration (lhcbpid default_config.json), ONNX in onnxruntime",
+                   partial(predict_proba, session),
                    len(parts.y_train), len(parts.y_val), seconds, len(onnx_bytes), "ONNX",
                    {"config": config_dict(config), "epochs_run": len(history["loss"]),
                     "best_epoch": int(np.argmin(history["val_loss"])) + 1})

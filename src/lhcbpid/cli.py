@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None, help="input file (default: the downloaded test.csv.gz)")
     p.add_argument("--out", type=Path, default=Path("predict.csv"))
     p.add_argument("--format", choices=["probabilities", "submission"], default="probabilities")
-    p.add_argument("--batch-rows", type=int, default=200_000, help="rows per chunk (memory stays flat)")
+    p.add_argument("--batch-rows", type=int, default=25_000,
+                   help="rows read, scored and written at a time (memory stays flat; default 25000)")
     _add_data_dir(p)
     p.set_defaults(run=_cmd_predict)
 

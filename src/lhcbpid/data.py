@@ -6,10 +6,12 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from isal import igzip_threaded, isal_zlib
 
 from lhcbpid.atomic import atomic_path
 from lhcbpid.errors import InputError
@@ -369,14 +372,26 @@ def _csv_options(layout: _Layout, types: dict[str, pa.DataType],
     return read, convert
 
 
+def _csv_input(layout: _Layout):
+    """What pyarrow reads a CSV from: for gzip, ISA-L inflating in its own thread (twice as fast as zlib)."""
+    if layout.kind == "csv.gz":
+        return igzip_threaded.open(layout.path, "rb", threads=1)
+    return nullcontext(str(layout.path))
+
+
+#: What reading a broken file can raise: pyarrow's errors, and ISA-L's for truncated or corrupt gzip data.
+_READ_ERRORS = (pa.ArrowInvalid, OSError, EOFError, isal_zlib.error)
+
+
 def _read_table(layout: _Layout) -> pa.Table:
     """All wanted columns of a file as an Arrow table (CSV values already parsed)."""
     try:
         if layout.is_parquet:
             return pq.read_table(layout.path, columns=layout.columns)
         read, convert = _csv_options(layout, _column_types(layout))
-        return pacsv.read_csv(layout.path, read_options=read, convert_options=convert)
-    except (pa.ArrowInvalid, OSError) as e:
+        with _csv_input(layout) as source:
+            return pacsv.read_csv(source, read_options=read, convert_options=convert)
+    except _READ_ERRORS as e:
         raise _explain(layout, e) from None
 
 
@@ -387,8 +402,9 @@ def _record_batches(layout: _Layout, batch_rows: int) -> Iterator[pa.RecordBatch
             yield from pq.ParquetFile(layout.path).iter_batches(batch_size=batch_rows, columns=layout.columns)
             return
         read, convert = _csv_options(layout, _column_types(layout), block_size=STREAM_BLOCK_BYTES)
-        yield from pacsv.open_csv(layout.path, read_options=read, convert_options=convert)
-    except (pa.ArrowInvalid, OSError) as e:
+        with _csv_input(layout) as source:
+            yield from pacsv.open_csv(source, read_options=read, convert_options=convert)
+    except _READ_ERRORS as e:
         raise _explain(layout, e) from None
 
 
@@ -507,8 +523,8 @@ def _first_true(mask: np.ndarray) -> int:
     return int(np.argmax(mask))
 
 
-def _float_column(values: pa.ChunkedArray, layout: _Layout, name: str, offset: int) -> np.ndarray:
-    """A feature column as a numpy float array; InputError on missing, non-numeric, NaN or inf values."""
+def _float_column(values: pa.ChunkedArray, layout: _Layout, name: str, offset: int) -> pa.ChunkedArray:
+    """A feature column as numbers; InputError on missing or non-numeric values."""
     if values.null_count:
         row = offset + _first_true(values.is_null().to_numpy(zero_copy_only=False))
         raise InputError(f"{layout.path}: column {name}, row {row + 1:,} is empty; every feature needs a number "
@@ -523,16 +539,7 @@ def _float_column(values: pa.ChunkedArray, layout: _Layout, name: str, offset: i
             raise _bad_value_error(layout.path, name, row, value) from None
     elif not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
         raise InputError(f"{layout.path}: column {name} has type {kind}, not numbers; write it as numbers")
-    array = values.to_numpy()
-    if array.dtype.kind not in "f":
-        array = array.astype(np.float64)
-    finite = np.isfinite(array)
-    if not finite.all():
-        row = offset + _first_true(~finite)
-        value = array[row - offset]
-        raise InputError(f"{layout.path}: column {name}, row {row + 1:,} is {value!s:.4}; every feature needs a finite "
-                         f"number (use -999 for 'no information')")
-    return array
+    return values  # NaN and inf are caught once, on the float32 matrix (_convert)
 
 
 def _dictionary_codes(values: pa.ChunkedArray) -> np.ndarray | None:
@@ -586,7 +593,10 @@ def _feature_matrix(table: pa.Table, layout: _Layout, offset: int) -> np.ndarray
     columns_first = np.empty((len(layout.features), table.num_rows), dtype=np.float32)
     with np.errstate(over="ignore"):
         for j, name in enumerate(layout.features):
-            columns_first[j] = _float_column(table.column(name), layout, name, offset)
+            start = 0
+            for chunk in _float_column(table.column(name), layout, name, offset).chunks:  # no concatenated copy
+                columns_first[j, start:start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                start += len(chunk)
     return np.ascontiguousarray(columns_first.T)
 
 
@@ -606,8 +616,12 @@ def _convert(table: pa.Table, layout: _Layout, offset: int = 0) -> tuple[np.ndar
     X = _cached_matrix(table, layout) if layout.kind == "cache" else _feature_matrix(table, layout, offset)
     if not np.isfinite(X).all():
         row, j = map(int, np.argwhere(~np.isfinite(X))[0])
-        raise InputError(f"{layout.path}: column {layout.features[j]}, row {offset + row + 1:,} is too large for "
-                         f"float32 (above 3.4e38); fix that value")
+        name = layout.features[j]
+        value = float(table.column(name)[row].as_py()) if name in table.column_names else float(X[row, j])
+        where = f"{layout.path}: column {name}, row {offset + row + 1:,}"
+        if math.isfinite(value):
+            raise InputError(f"{where} is too large for float32 (above 3.4e38); fix that value")
+        raise InputError(f"{where} is {value!s:.4}; every feature needs a finite number (use -999 for 'no information')")
     y = _label_column(table.column(LABEL), layout, offset) if layout.with_label else None
     ids = _id_column(table.column(ID), layout, offset) if layout.with_id else None
     return X, y, ids

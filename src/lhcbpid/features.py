@@ -2,6 +2,8 @@
 
 Every function here is written with ``keras.ops`` so that one code path serves both the
 statistics fitted in numpy on the training split and the graph that ends up in the ONNX file.
+The graph is kept to a few dozen nodes (column picks and the missing pattern are matmuls with 0/1
+matrices), because the number of nodes, not arithmetic, bounds onnxruntime's speed here.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from lhcbpid.backend import keras, ops
 
-from lhcbpid.schema import ACCEPTANCE_FLAGS, FEATURES, RICH_THRESHOLD_FLAGS, SENTINEL, feature_index
+from lhcbpid.schema import FEATURES, SENTINEL, feature_index
 
 #: Heavy-tailed columns (momenta, energies, fit chi2, likelihoods) that go through a signed log.
 SIGNED_LOG_COLUMNS: tuple[str, ...] = (
@@ -25,19 +27,42 @@ SIGNED_LOG_COLUMNS: tuple[str, ...] = (
 COMBINED_DLLS = ("DLLelectron", "DLLmuon", "DLLkaon", "DLLproton")
 RICH_DLLS = ("RICH_DLLbeElectron", "RICH_DLLbeMuon", "RICH_DLLbeKaon", "RICH_DLLbeProton", "RICH_DLLbeBCK")
 
+#: Derived inputs after the 49 raw ones, each with the raw columns whose absence makes it missing.
+#: (Pseudorapidity, flag counts and the missing count are linear in other inputs, so the network needs no copy.)
+DERIVED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    *((f"combined logP({s})", ("DLLelectron",)) for s in ("pion", *COMBINED_DLLS)),
+    *((f"RICH logP({s})", ("RICH_DLLbeElectron",)) for s in ("pion", *RICH_DLLS)),
+    ("EcalE/TrackP", ("EcalE",)),
+    ("HcalE/TrackP", ("HcalE",)),
+    ("log(SpdE+PrsE)", ("SpdE", "PrsE")),
+    ("log GhostProbability", ()),
+)
+
 #: Standardised values are clipped to this range so no input can blow up the network.
 CLIP = 8.0
 
 
-def _col(x, name: str):
-    """One raw column of the [N, 49] input as [N, 1]."""
-    i = feature_index(name)
-    return x[:, i:i + 1]
+def _selector(columns: list[tuple[str, ...]]) -> np.ndarray:
+    """[49, K] 0/1 matrix whose column k adds up the raw columns named in columns[k] (none: a zero column)."""
+    matrix = np.zeros((len(FEATURES), len(columns)), dtype=np.float32)
+    for k, names in enumerate(columns):
+        matrix[[feature_index(n) for n in names], k] = 1.0
+    return matrix
+
+
+_LOGGED = np.array([f in SIGNED_LOG_COLUMNS for f in FEATURES])[None, :]
+#: x @ this picks the columns the derived inputs need, in this order (a matmul is the fastest gather in onnxruntime);
+#: each likelihood set is preceded by a zero column, the pion's logit.
+_PICK = _selector([(), *((n,) for n in COMBINED_DLLS), (), *((n,) for n in RICH_DLLS),
+                   *((n,) for n in ("TrackP", "EcalE", "HcalE", "SpdE", "PrsE", "GhostProbability"))])
+#: missing mask [N, 49] @ this = missing pattern of every transformed input (> 0 means missing).
+_MISSING = _selector([(f,) for f in FEATURES] + [names for _, names in DERIVED])
 
 
 def signed_log(v):
-    """sign(v) * log(|v| + 1), written without Log1p (tf2onnx has none)."""
-    return ops.sign(v) * ops.log(ops.abs(v) + 1.0)
+    """sign(v) * log(|v| + 1), written without Log1p (tf2onnx has none) or Sign (slow in onnxruntime)."""
+    magnitude = ops.abs(v)
+    return v / (magnitude + 1e-30) * ops.log(magnitude + 1.0)
 
 
 def missing_mask(x):
@@ -45,56 +70,23 @@ def missing_mask(x):
     return ops.cast(ops.equal(x, SENTINEL), "float32")
 
 
-def _dll_log_probabilities(x, names: tuple[str, ...]):
-    """Per-species log-probabilities from DLLs versus the pion (pion = 0); zeros where missing."""
-    dlls = ops.concatenate([_col(x, n) for n in names], axis=1)
-    missing = missing_mask(dlls[:, :1])
-    logits = ops.concatenate([ops.zeros_like(dlls[:, :1]), ops.clip(dlls, -100.0, 100.0)], axis=1)
-    logp = ops.clip(ops.log_softmax(logits, axis=1), -30.0, 0.0)
-    return logp * (1.0 - missing), missing
-
-
-def _ratio(x, num: str, den: str):
-    """num / den where num is present, else 0; with the missing flag."""
-    a, b = _col(x, num), _col(x, den)
-    missing = missing_mask(a)
-    return ops.where(missing > 0, 0.0, a / ops.maximum(b, 1.0)), missing
-
-
 def derived_features(x):
-    """Physics-derived inputs and the missing pattern: returns (values [N, K], missing [N, K])."""
-    values, missing = [], []
-    for names in (COMBINED_DLLS, RICH_DLLS):
-        logp, miss = _dll_log_probabilities(x, names)
-        values.append(logp)
-        missing.append(ops.repeat(miss, len(names) + 1, axis=1))
-    for num in ("EcalE", "HcalE"):
-        r, miss = _ratio(x, num, "TrackP")
-        values.append(r)
-        missing.append(miss)
-    spd, prs = _col(x, "SpdE"), _col(x, "PrsE")
-    calo_missing = ops.maximum(missing_mask(spd), missing_mask(prs))
-    values.append(ops.where(calo_missing > 0, 0.0, signed_log(ops.maximum(spd, 0.0) + ops.maximum(prs, 0.0))))
-    missing.append(calo_missing)
-    p, pt = _col(x, "TrackP"), _col(x, "TrackPt")
-    ratio = ops.maximum(p / ops.maximum(pt, 1.0), 1.0)
-    values.append(ops.log(ratio + ops.sqrt(ratio * ratio - 1.0)))  # pseudorapidity
-    values.append(ops.log(ops.clip(_col(x, "GhostProbability"), 0.0, 1.0) + 1e-4))
-    for flags in (ACCEPTANCE_FLAGS, RICH_THRESHOLD_FLAGS):
-        values.append(ops.sum(ops.clip(ops.concatenate([_col(x, f) for f in flags], axis=1), 0.0, 1.0),
-                              axis=1, keepdims=True))
-    values.append(ops.sum(missing_mask(x), axis=1, keepdims=True))
-    missing.extend([ops.zeros_like(p)] * 5)
-    return ops.concatenate(values, axis=1), ops.concatenate(missing, axis=1)
+    """The DERIVED inputs [N, len(DERIVED)] from raw x (values where an input is missing are arbitrary)."""
+    picked = ops.matmul(x, _PICK)
+    combined, rich, p = picked[:, 0:5], picked[:, 5:11], ops.maximum(picked[:, 11:12], 1.0)
+    return ops.concatenate([
+        ops.clip(ops.log_softmax(combined, axis=1), -30.0, 0.0),  # per-species log-probabilities, pion = 0
+        ops.clip(ops.log_softmax(rich, axis=1), -30.0, 0.0),
+        picked[:, 12:14] / p,  # EcalE/p, HcalE/p
+        ops.log(ops.sum(ops.maximum(picked[:, 14:16], 0.0), axis=1, keepdims=True) + 1.0),
+        ops.log(ops.clip(picked[:, 16:17], 0.0, 1.0) + 1e-4),
+    ], axis=1)
 
 
 def transformed_features(x):
-    """Raw columns with signed logs applied and derived inputs appended: (values, missing)."""
-    log_mask = np.array([f in SIGNED_LOG_COLUMNS for f in FEATURES])
-    raw = ops.where(log_mask[None, :], signed_log(x), x)
-    raw_missing = missing_mask(x)
-    extra, extra_missing = derived_features(x)
-    return ops.concatenate([raw, extra], axis=1), ops.concatenate([raw_missing, extra_missing], axis=1)
+    """(values, missing): raw columns with signed logs then DERIVED inputs, and > 0 where an input is missing."""
+    values = ops.concatenate([ops.where(_LOGGED, signed_log(x), x), derived_features(x)], axis=1)
+    return values, ops.matmul(missing_mask(x), _MISSING)
 
 
 def fit_statistics(X: np.ndarray) -> dict[str, list[float] | list[int]]:
@@ -106,8 +98,7 @@ def fit_statistics(X: np.ndarray) -> dict[str, list[float] | list[int]]:
     var = np.where(present, (values - mean) ** 2, 0.0).sum(axis=0) / count
     std = np.sqrt(var)
     std = np.where(std > 1e-6, std, 1.0)
-    raw_missing = missing[:, : len(FEATURES)]
-    missable = np.flatnonzero(raw_missing.any(axis=0))
+    missable = np.flatnonzero(~present[:, : len(FEATURES)].all(axis=0))
     return {"mean": mean.tolist(), "std": std.tolist(), "missable": missable.tolist()}
 
 
@@ -120,14 +111,12 @@ class PidFeatures(keras.layers.Layer):
         self.mean, self.std, self.missable = list(mean), list(std), list(missable)
         self._mean = np.asarray(mean, dtype=np.float32)
         self._inv_std = (1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32)
-        self._missable = np.asarray(missable, dtype=np.int32)
+        self._indicators = _selector([(FEATURES[i],) for i in missable])
 
     def call(self, x):
         values, missing = transformed_features(x)
-        z = ops.clip((values - self._mean) * self._inv_std, -CLIP, CLIP)
-        z = ops.where(missing > 0, 0.0, z)
-        indicators = ops.take(missing_mask(x), self._missable, axis=1)
-        return ops.concatenate([z, indicators], axis=1)
+        z = ops.clip((values - self._mean) * self._inv_std, -CLIP, CLIP) * ops.relu(1.0 - missing)
+        return ops.concatenate([z, ops.matmul(missing_mask(x), self._indicators)], axis=1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], len(self.mean) + len(self.missable))

@@ -6,8 +6,13 @@ Needs only onnxruntime, numpy and pyarrow (never TensorFlow), so predicting stay
 from __future__ import annotations
 
 import json
+import os
+import queue
 import sys
+import threading
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,7 @@ import onnxruntime as ort
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from isal import igzip_threaded
 from tqdm import tqdm
 
 from lhcbpid.atomic import atomic_path
@@ -25,9 +31,14 @@ from lhcbpid.schema import CLASSES, FEATURES, ID
 #: Column order of the course's submission file (after ID).
 SUBMISSION_CLASSES: tuple[str, ...] = ("Ghost", "Electron", "Muon", "Pion", "Kaon", "Proton")
 SUBMISSION_DECIMALS = 5
+#: ISA-L gzip level for .gz output (0-3): on probabilities, 3 gives files 12% larger than zlib's default in 1/20 the time.
+_GZIP_LEVEL = 3
 OUTPUT_NAME = "probabilities"
-#: Rows per onnxruntime call: bounds the memory of a network's hidden activations, costs no speed.
-INFERENCE_ROWS = 65_536
+#: Most rows per onnxruntime call: small enough for the activations to stay in cache, large enough to amortise a call.
+INFERENCE_ROWS = 8_192
+#: Concurrent onnxruntime calls, each single-threaded: faster than one call spread over every core, because
+#: most nodes of a small network are too small for onnxruntime to split across threads.
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 _ONNX_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64",
                "tensor(int32)": "int32", "tensor(string)": "string", "tensor(bool)": "bool"}
@@ -82,13 +93,20 @@ def _output_arg(session: ort.InferenceSession) -> ort.NodeArg:
     return next((o for o in outputs if o.name == OUTPUT_NAME), outputs[0])
 
 
+def inference_session(model: str | bytes) -> ort.InferenceSession:
+    """An onnxruntime CPU session for predict_proba, which runs THREADS single-threaded calls at once."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def load_model(path: Path) -> tuple[ort.InferenceSession, dict]:
     """An onnxruntime session and the decoded metadata (feature_names and class_names always present)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file; train one with `lhcbpid train` or pass --model PATH")
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = inference_session(str(path))
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise InputError(f"{path} is not a valid ONNX model ({detail[:160]}); export it again with "
@@ -106,11 +124,13 @@ def load_model(path: Path) -> tuple[ort.InferenceSession, dict]:
 
 
 def predict_proba(session: ort.InferenceSession, X: np.ndarray) -> np.ndarray:
-    """Class probabilities, float32 [n, classes], for a float32 [n, features] matrix (run in slices)."""
+    """Class probabilities, float32 [n, classes], for a float32 [n, features] matrix (slices run in parallel)."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     feed, fetch = session.get_inputs()[0].name, [_output_arg(session).name]
-    parts = [session.run(fetch, {feed: X[start:start + INFERENCE_ROWS]})[0]
-             for start in range(0, max(len(X), 1), INFERENCE_ROWS)]
+    slices = max(1, min(len(X), THREADS * -(-len(X) // (THREADS * INFERENCE_ROWS))))  # a multiple of THREADS: none idles
+    bounds = np.linspace(0, len(X), slices + 1).astype(int)
+    with ThreadPoolExecutor(min(THREADS, slices)) as pool:
+        parts = list(pool.map(lambda a, b: session.run(fetch, {feed: X[a:b]})[0], bounds[:-1], bounds[1:]))
     return np.asarray(parts[0] if len(parts) == 1 else np.concatenate(parts), dtype=np.float32)
 
 
@@ -128,16 +148,30 @@ def fixed_decimals(values: np.ndarray, decimals: int) -> pa.Array:
     return pc.binary_join_element_wise(sign, pc.binary_join_element_wise(whole, fraction, "."), "")
 
 
-def _output_table(ids: np.ndarray, P: np.ndarray, classes: list[str], submission: bool) -> pa.Table:
-    """ID plus one probability column per class (course order and fixed decimals for a submission)."""
-    columns = {ID: pa.array(ids, pa.int64())}
+def _output_schema(classes: list[str], submission: bool) -> pa.Schema:
+    """ID then one column per class (course order and fixed-decimal text for a submission)."""
     if submission:
-        for name in SUBMISSION_CLASSES:
-            columns[name] = fixed_decimals(P[:, classes.index(name)], SUBMISSION_DECIMALS)
+        return pa.schema([(ID, pa.int64())] + [(name, pa.string()) for name in SUBMISSION_CLASSES])
+    return pa.schema([(ID, pa.int64())] + [(name, pa.float32()) for name in classes])
+
+
+def _output_table(ids: np.ndarray, P: np.ndarray, classes: list[str], submission: bool) -> pa.Table:
+    """ID plus one probability column per class, as _output_schema describes."""
+    if submission:
+        columns = [fixed_decimals(P[:, classes.index(name)], SUBMISSION_DECIMALS) for name in SUBMISSION_CLASSES]
     else:
-        for k, name in enumerate(classes):
-            columns[name] = pa.array(P[:, k])
-    return pa.table(columns)
+        columns = [pa.array(P[:, k]) for k in range(len(classes))]
+    return pa.Table.from_arrays([pa.array(ids, pa.int64()), *columns], schema=_output_schema(classes, submission))
+
+
+def _write_table(writer: pacsv.CSVWriter, ids: np.ndarray, P: np.ndarray, classes: list[str], submission: bool) -> None:
+    """Format one batch and append it to the CSV (runs in the writer thread)."""
+    writer.write_table(_output_table(ids, P, classes, submission))
+
+
+def _output_stream(path: Path, gzip: bool):
+    """A binary file to write the CSV to: gzip (ISA-L, compressing in its own thread) or plain."""
+    return igzip_threaded.open(path, "wb", compresslevel=_GZIP_LEVEL, threads=1) if gzip else pa.OSFile(str(path), "wb")
 
 
 def _check_probabilities(P: np.ndarray, model: Path, first_row: int, X: np.ndarray | None = None) -> None:
@@ -161,12 +195,52 @@ def _output_path(out: Path, submission: bool) -> Path:
     return out
 
 
+def read_ahead(items: Iterable, depth: int = 2) -> Iterator:
+    """Yield the items of `items`, produced by a background thread up to `depth` ahead (its errors re-raised here)."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def offer(entry: tuple) -> bool:
+        """Put an entry once there is room; False if the consumer has gone."""
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((done, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            offer((done, e))
+
+    worker = threading.Thread(target=produce, name="lhcbpid-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _progress(source: Path) -> tqdm:
     """A tqdm bar on stderr counting rows (and rows/s); quiet when stderr is not a terminal."""
     return tqdm(desc=f"predict {source.name}", unit=" rows", unit_scale=True, file=sys.stderr, disable=None)
 
 
-def predict_file(model: Path, data: Path | None, out: Path, submission: bool = False, batch_rows: int = 200_000,
+def predict_file(model: Path, data: Path | None, out: Path, submission: bool = False, batch_rows: int = 25_000,
                  data_dir: Path | None = None) -> None:
     """Stream a data file through the model and write ID + class probabilities (CSV, gzip for .gz), atomically."""
     session, meta = load_model(model)
@@ -179,25 +253,24 @@ def predict_file(model: Path, data: Path | None, out: Path, submission: bool = F
     if out.exists() and out.resolve() == source.resolve():
         raise InputError(f"{out} is the input file; choose another --out")
     gzip = submission or out.name.endswith(".gz")
-    started, rows = time.perf_counter(), 0
-    with atomic_path(out) as tmp, _progress(source) as bar:
-        sink = pa.CompressedOutputStream(str(tmp), "gzip") if gzip else pa.OSFile(str(tmp), "wb")
-        with sink:
-            writer = None
-            for ids, X in iter_batches(source, features, batch_rows):
-                P = predict_proba(session, X)
-                _check_probabilities(P, Path(model), rows, X)
-                if ids is None:
-                    ids = np.arange(rows, rows + len(X), dtype=np.int64)
-                table = _output_table(ids, P, classes, submission)
-                if writer is None:
-                    options = pacsv.WriteOptions(quoting_style="none", quoting_header="none")
-                    writer = pacsv.CSVWriter(sink, table.schema, write_options=options)
-                writer.write_table(table)
-                rows += len(X)
-                bar.update(len(X))
-            if writer is not None:
-                writer.close()
+    started, rows, pending = time.perf_counter(), 0, None
+    with (atomic_path(out) as tmp, _progress(source) as bar, _output_stream(tmp, gzip) as sink,
+          ThreadPoolExecutor(1, thread_name_prefix="lhcbpid-writer") as writing):
+        writer = pacsv.CSVWriter(sink, _output_schema(classes, submission),
+                                 write_options=pacsv.WriteOptions(quoting_style="none", quoting_header="none"))
+        for ids, X in read_ahead(iter_batches(source, features, batch_rows)):
+            P = predict_proba(session, X)
+            _check_probabilities(P, Path(model), rows, X)
+            if ids is None:
+                ids = np.arange(rows, rows + len(X), dtype=np.int64)
+            if pending is not None:
+                pending.result()  # one table in flight: output order kept, memory bounded
+            pending = writing.submit(_write_table, writer, ids, P, classes, submission)
+            rows += len(X)
+            bar.update(len(X))
+        if pending is not None:
+            pending.result()
+        writer.close()
     elapsed = max(time.perf_counter() - started, 1e-9)
     print(f"lhcbpid: wrote {rows:,} rows to {out} ({rows / elapsed:,.0f} rows/s)", file=sys.stderr)
 
