@@ -403,6 +403,7 @@ def test_predict_proba_in_slices_equals_one_call(tmp_path, monkeypatch):
     _, X = make_test_file(tmp_path / "t.csv")
     whole = predict_proba(session, X)
     monkeypatch.setattr(predict_module, "INFERENCE_ROWS", 5)
+    monkeypatch.setattr(predict_module, "MIN_SLICE_ROWS", 1)  # 12 slices of 4-5 rows, run on parallel threads
     np.testing.assert_array_equal(predict_proba(session, X), whole)
 
 

@@ -36,6 +36,8 @@ _GZIP_LEVEL = 3
 OUTPUT_NAME = "probabilities"
 #: Most rows per onnxruntime call: small enough for the activations to stay in cache, large enough to amortise a call.
 INFERENCE_ROWS = 8_192
+#: Fewest rows per onnxruntime call when a batch is split across threads (below that, per-call cost dominates).
+MIN_SLICE_ROWS = 2_048
 #: Concurrent onnxruntime calls, each single-threaded: faster than one call spread over every core, because
 #: most nodes of a small network are too small for onnxruntime to split across threads.
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -127,7 +129,8 @@ def predict_proba(session: ort.InferenceSession, X: np.ndarray) -> np.ndarray:
     """Class probabilities, float32 [n, classes], for a float32 [n, features] matrix (slices run in parallel)."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     feed, fetch = session.get_inputs()[0].name, [_output_arg(session).name]
-    slices = max(1, min(len(X), THREADS * -(-len(X) // (THREADS * INFERENCE_ROWS))))  # a multiple of THREADS: none idles
+    slices = THREADS * -(-len(X) // (THREADS * INFERENCE_ROWS))  # a multiple of THREADS, so no thread idles ...
+    slices = max(1, min(slices, len(X) // MIN_SLICE_ROWS))  # ... unless slices would get too small to pay off
     bounds = np.linspace(0, len(X), slices + 1).astype(int)
     with ThreadPoolExecutor(min(THREADS, slices)) as pool:
         parts = list(pool.map(lambda a, b: session.run(fetch, {feed: X[a:b]})[0], bounds[:-1], bounds[1:]))
