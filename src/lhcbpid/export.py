@@ -62,16 +62,11 @@ def to_onnx(model):
     return proto
 
 
-def onnx_probabilities(model_bytes: bytes, X: np.ndarray) -> np.ndarray:
-    """Run ONNX bytes in onnxruntime over X, exactly as `lhcbpid predict` runs a model file."""
-    from lhcbpid.predict import inference_session, predict_proba
-
-    return predict_proba(inference_session(model_bytes), X)
-
-
 def checked_probabilities(proto, X: np.ndarray, keras_probabilities: np.ndarray) -> tuple[np.ndarray, float]:
     """The ONNX model's probabilities on X, after checking they match Keras within TOLERANCE (else ExportError)."""
-    P = onnx_probabilities(proto.SerializeToString(), X)
+    from lhcbpid.predict import inference_session, predict_proba
+
+    P = predict_proba(inference_session(proto.SerializeToString()), X)  # exactly as `lhcbpid predict` runs it
     diff = float(np.max(np.abs(P - keras_probabilities)))
     if not diff <= TOLERANCE:
         raise ExportError(f"ONNX export differs from Keras by {diff:.2e} (> {TOLERANCE}); nothing written")

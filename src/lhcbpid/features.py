@@ -111,12 +111,13 @@ class PidFeatures(keras.layers.Layer):
         self.mean, self.std, self.missable = list(mean), list(std), list(missable)
         self._mean = np.asarray(mean, dtype=np.float32)
         self._inv_std = (1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32)
-        self._indicators = _selector([(FEATURES[i],) for i in missable])
+        self._indicators = np.zeros((len(mean), len(missable)), dtype=np.float32)  # missing pattern @ this = indicators
+        self._indicators[list(missable), range(len(missable))] = 1.0
 
     def call(self, x):
         values, missing = transformed_features(x)
         z = ops.clip((values - self._mean) * self._inv_std, -CLIP, CLIP) * ops.relu(1.0 - missing)
-        return ops.concatenate([z, ops.matmul(missing_mask(x), self._indicators)], axis=1)
+        return ops.concatenate([z, ops.matmul(missing, self._indicators)], axis=1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], len(self.mean) + len(self.missable))
